@@ -1,0 +1,18 @@
+// Package cmd is the command line of mesh: one cobra command per file, each with an options struct, a validate() and a run function that tests call.
+package cmd
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/lightmesh/lightmesh/internal/cmdutil"
+)
+
+// NewRootCmd returns the mesh command with its subcommands.
+func NewRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "mesh",
+		Short: "the lightmesh command line",
+	}
+	root.AddCommand(cmdutil.NewVersionCmd("mesh"))
+	return root
+}
