@@ -1,0 +1,142 @@
+# lightmesh: run `make` (or `make help`) to list the targets.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+GO ?= go
+CACHE_ROOT ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/lightmesh
+# Large build outputs (image tarballs, tools) live outside the repository.
+IMAGES_OUT ?= $(CACHE_ROOT)/images
+TOOLS_BIN ?= $(CACHE_ROOT)/tools
+GOLANGCI_LINT_VERSION := v2.15.0
+GOLANGCI_LINT := $(TOOLS_BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
+KUBE_VERSION := v1.37.2
+KUBECTL := $(CACHE_ROOT)/kubernetes/$(KUBE_VERSION)/bin/kubectl
+CLUSTER_KUBECONFIG := $(or $(LIGHTMESH_CLUSTER_DIR),/var/lib/lightmesh-cluster)/admin.kubeconfig
+
+# The binaries, one per component: binary name -> package.
+BINARIES := mesh:./cli mesh-controller:./controller mesh-proxy:./proxy \
+	mesh-proxy-init:./proxy-init mesh-web:./web
+# Programs the end-to-end tests run in pods; `make images` builds their images too.
+TEST_BINARIES := e2e-echo:./test/images/echo
+comma := ,
+empty :=
+space := $(empty) $(empty)
+TEST_IMAGES := $(subst $(space),$(comma),$(foreach b,$(TEST_BINARIES),$(firstword $(subst :, ,$(b)))))
+# Packages that hold root-only integration tests (files tagged `integration`).
+INTEGRATION_PKGS = $(shell grep -rl --include='*_test.go' '^//go:build integration' . | xargs -r -n1 dirname | sort -u)
+
+.PHONY: help
+help: ## List the targets
+	@echo "lightmesh make targets:"
+	@awk -F ':.*## ' '/^[a-z][a-z0-9-]*:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build every binary into bin/
+	@mkdir -p bin
+	@for b in $(BINARIES); do \
+		echo "go build -o bin/$${b%%:*} $${b#*:}"; \
+		CGO_ENABLED=0 $(GO) build -trimpath -o bin/$${b%%:*} $${b#*:}; \
+	done
+
+.PHONY: unit
+unit: ## Fast tests: no root, no network beyond loopback
+	$(GO) test -count=1 ./...
+
+.PHONY: integration
+integration: ## Root-only tests: real iptables in network namespaces, real processes
+	@if [ "$$(id -u)" -ne 0 ]; then \
+		echo "!!! SKIPPED: integration tests need root (real iptables, network namespaces); CI runs them as root"; \
+	elif [ -z "$(INTEGRATION_PKGS)" ]; then \
+		echo "no integration tests yet"; \
+	else \
+		$(GO) test -count=1 -tags integration $(INTEGRATION_PKGS); \
+	fi
+
+.PHONY: e2e
+e2e: ## End-to-end tests on the local cluster (started if needed, stopped again if it was not running)
+	hack/test-e2e.sh
+
+.PHONY: test
+test: lint gen-check unit integration e2e ## Everything: lint, generated code, unit, integration, end-to-end
+
+.PHONY: lint
+lint: $(GOLANGCI_LINT) ## golangci-lint (pinned, installed from the Go module proxy)
+	$(GOLANGCI_LINT) run ./...
+	@bad=$$(git ls-files '*.sh' | xargs -r bash -n 2>&1) || { echo "$$bad"; exit 1; }
+
+$(GOLANGCI_LINT):
+	@mkdir -p $(TOOLS_BIN)
+	@echo "installing golangci-lint $(GOLANGCI_LINT_VERSION) into $(TOOLS_BIN)"
+	GOBIN=$(TOOLS_BIN)/.install $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+	mv $(TOOLS_BIN)/.install/golangci-lint $@
+
+.PHONY: gen
+gen: ## Regenerate generated code (go generate)
+	$(GO) generate ./...
+
+.PHONY: gen-check
+gen-check: ## Fail when generated code is not current
+	@before=$$(git status --porcelain); \
+	$(MAKE) --no-print-directory gen >/dev/null; \
+	after=$$(git status --porcelain); \
+	if [ "$$before" != "$$after" ]; then \
+		echo "generated code is stale: run 'make gen' and commit the result"; git status --short; exit 1; \
+	fi; \
+	echo "generated code is current"
+
+.PHONY: images
+images: build ## Build every image (components and test programs); import them into the local cluster when it runs
+	@mkdir -p $(IMAGES_OUT)/bin
+	@for b in $(TEST_BINARIES); do \
+		CGO_ENABLED=0 $(GO) build -trimpath -o $(IMAGES_OUT)/bin/$${b%%:*} $${b#*:}; \
+	done
+	@cp bin/mesh-* $(IMAGES_OUT)/bin/
+	$(GO) run ./hack/imagebuild --bin-dir $(IMAGES_OUT)/bin --out $(IMAGES_OUT) \
+		--only $$($(GO) run ./hack/imagebuild --print-components),$(TEST_IMAGES) \
+		> $(IMAGES_OUT)/built.txt
+	@if [ -S /run/lightmesh-containerd/containerd.sock ]; then \
+		while read -r ref file; do \
+			echo "importing $$ref"; \
+			ctr --address /run/lightmesh-containerd/containerd.sock -n k8s.io images import "$$file" >/dev/null; \
+		done < $(IMAGES_OUT)/built.txt; \
+	else \
+		echo "the local cluster is not running: images are in $(IMAGES_OUT); 'make cluster images' imports them"; \
+	fi
+
+.PHONY: docker-images
+docker-images: ## Build the images with a Docker engine, for real registries
+	@docker info >/dev/null 2>&1 || { echo "no Docker engine answers here: use 'make images' (no Docker needed)"; exit 1; }
+	@for c in controller proxy proxy-init web; do \
+		ref=$$($(GO) run ./hack/imagebuild --print-ref mesh-$$c); \
+		echo "docker build -f $$c/Dockerfile -t $$ref ."; \
+		docker build -f $$c/Dockerfile -t $$ref .; \
+	done
+
+.PHONY: cluster
+cluster: ## Start (or repair) the local single-node Kubernetes cluster
+	hack/cluster.sh up
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local cluster and remove its state
+	hack/cluster.sh down
+
+.PHONY: cluster-status
+cluster-status: ## Show the local cluster's components
+	hack/cluster.sh status
+
+.PHONY: bench
+bench: ## Go benchmarks of the hot paths
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+.PHONY: demo
+demo: ## The seed's microservices, meshed (not yet: see issue 12)
+	@echo "make demo is not built yet: it needs mesh install (issue 6), the proxy (issue 5), the"
+	@echo "demo app and its manifests (issue 12). What works today: 'make cluster' starts a real"
+	@echo "local Kubernetes; 'make images' loads lightmesh's images into it."
+	@exit 1
+
+.PHONY: clean
+clean: ## Remove bin/ and the image tarballs
+	rm -rf bin $(IMAGES_OUT)

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs the end-to-end tests (test/e2e) on the local cluster. A cluster that was already running
+# is used and left running; one this script started is stopped again afterwards (and
+# `cluster.sh down` checks that nothing of it is left), unless KEEP_CLUSTER=1.
+source "$(dirname "$0")/lib.sh"
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "!!! SKIPPED: end-to-end tests need root to run the local cluster (kubelet, containerd, iptables); CI runs them as root"
+  exit 0
+fi
+
+cd "$REPO_ROOT"
+started=0
+if ! hack/cluster.sh status >/dev/null 2>&1; then
+  started=1
+fi
+hack/cluster.sh up >/dev/null
+make --no-print-directory images
+
+status=0
+KUBECONFIG="$CLUSTER_KUBECONFIG" KUBECTL="$KUBE_BIN_DIR/kubectl" \
+  go test -count=1 -tags e2e -timeout 40m -v ./test/e2e/... || status=$?
+
+if [ "$status" -ne 0 ]; then
+  # The cluster's logs go with it when it is stopped: show their ends now.
+  for f in "$CLUSTER_DIR"/logs/*.log; do
+    echo "----- last lines of $f"
+    tail -n 15 "$f"
+  done
+fi
+
+if [ "$started" -eq 1 ] && [ "${KEEP_CLUSTER:-0}" != 1 ]; then
+  log "stopping the cluster this run started (KEEP_CLUSTER=1 keeps it)"
+  hack/cluster.sh down || status=1
+fi
+exit "$status"

@@ -1,0 +1,120 @@
+// Command e2e-echo is the small program the end-to-end tests run in pods.
+//
+//	e2e-echo serve [--addr :8080]
+//	    answers every HTTP request with the pod's name (its host name) and logs the request.
+//	e2e-echo get URL [--want-distinct N] [--timeout 60s]
+//	    sends GETs to URL, each on a new connection, until N different answers were seen (so a
+//	    Service spread the requests over N pods) or the timeout passes; prints each answer once.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: e2e-echo serve|get ...")
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "serve":
+		err = serve(os.Args[2:])
+	case "get":
+		err = get(os.Args[2:], os.Stdout)
+	default:
+		err = fmt.Errorf("unknown mode %q: use serve or get", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e-echo:", err)
+		os.Exit(1)
+	}
+}
+
+func serve(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	addr := fs.String("addr", ":8080", "address to listen on")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	name, err := os.Hostname()
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		log.Printf("request %s %s from %s", r.Method, r.URL.Path, r.RemoteAddr)
+		fmt.Fprintln(w, name)
+	})
+	srv := &http.Server{Addr: *addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdownCtx)
+	}()
+	log.Printf("serving on %s as %s", *addr, name)
+	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func get(args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("get", flag.ContinueOnError)
+	want := fs.Int("want-distinct", 1, "stop after this many different answers")
+	timeout := fs.Duration("timeout", 60*time.Second, "give up after this long")
+	if len(args) < 1 {
+		return errors.New("get needs a URL")
+	}
+	url := args[0]
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	client := &http.Client{
+		Timeout:   5 * time.Second,
+		Transport: &http.Transport{DisableKeepAlives: true},
+	}
+	seen := map[string]bool{}
+	deadline := time.Now().Add(*timeout)
+	var lastErr error
+	for attempt := 0; time.Now().Before(deadline); attempt++ {
+		if attempt > 0 {
+			time.Sleep(100 * time.Millisecond) // pacing between attempts, not synchronisation
+		}
+		resp, err := client.Get(url)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			lastErr = fmt.Errorf("status %d, read error %v", resp.StatusCode, err)
+			continue
+		}
+		answer := strings.TrimSpace(string(body))
+		if !seen[answer] {
+			seen[answer] = true
+			fmt.Fprintln(out, "answer:", answer)
+		}
+		if len(seen) >= *want {
+			return nil
+		}
+	}
+	return fmt.Errorf("saw %d different answers from %s within %s, want %d (last error: %v)",
+		len(seen), url, *timeout, *want, lastErr)
+}
