@@ -58,7 +58,7 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 done
 
 for c in "${missing[@]}"; do
-  log "building $c $KUBE_VERSION (cold: kube-apiserver takes about 7 minutes)"
+  log "building $c $KUBE_VERSION (cold, on 2 cores: kube-apiserver about 10 minutes, the others 1-3)"
   start=$(date +%s)
   CGO_ENABLED=0 go build -trimpath -ldflags="-s -w $version_ldflags" -o "$KUBE_BIN_DIR/$c.tmp" "k8s.io/kubernetes/cmd/$c" \
     || die "building $c failed"

@@ -432,7 +432,7 @@ import_cluster_images() {
 }
 
 coredns_ready() {
-  [ "$(kubectl_admin -n kube-system get deployment coredns -o jsonpath='{.status.readyReplicas}')" = 1 ]
+  [ "$(kubectl_admin -n kube-system get deployment coredns -o jsonpath='{.status.readyReplicas}' 2>/dev/null)" = 1 ]
 }
 
 deploy_coredns() {

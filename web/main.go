@@ -2,8 +2,8 @@
 package main
 
 import (
-	"github.com/lightmesh/lightmesh/web/cmd"
 	"github.com/lightmesh/lightmesh/internal/cmdutil"
+	"github.com/lightmesh/lightmesh/web/cmd"
 )
 
 func main() { cmdutil.Main(cmd.NewRootCmd()) }

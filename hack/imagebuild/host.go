@@ -305,7 +305,7 @@ func lddLibs(file string) ([]string, error) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("ldd %s failed: %v: %s", file, err, strings.TrimSpace(out))
+		return nil, fmt.Errorf("ldd %s failed: %w: %s", file, err, strings.TrimSpace(out))
 	}
 	return parseLdd(file, stdout.String())
 }

@@ -69,7 +69,7 @@ func (c *cluster) runWithInput(t *testing.T, timeout time.Duration, input string
 		cmd.Stdin = strings.NewReader(input)
 	}
 	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("kubectl %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+		return stdout.String(), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	return stdout.String(), nil
 }

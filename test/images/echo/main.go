@@ -102,8 +102,12 @@ func get(args []string, out io.Writer) error {
 		}
 		body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		resp.Body.Close()
-		if err != nil || resp.StatusCode != http.StatusOK {
-			lastErr = fmt.Errorf("status %d, read error %v", resp.StatusCode, err)
+		if err != nil {
+			lastErr = fmt.Errorf("reading the answer: %w", err)
+			continue
+		}
+		if resp.StatusCode != http.StatusOK {
+			lastErr = fmt.Errorf("status %d", resp.StatusCode)
 			continue
 		}
 		answer := strings.TrimSpace(string(body))
@@ -115,6 +119,6 @@ func get(args []string, out io.Writer) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("saw %d different answers from %s within %s, want %d (last error: %v)",
+	return fmt.Errorf("saw %d different answers from %s within %s, want %d (last error: %w)",
 		len(seen), url, *timeout, *want, lastErr)
 }
