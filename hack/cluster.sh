@@ -550,6 +550,8 @@ unmount_under() {
     while read -r m; do umount -l "$m" 2>/dev/null || log "could not unmount $m"; done
 }
 
+no_running_tasks() { ! ctr_k8s tasks ls 2>/dev/null | awk 'NR > 1 {print $3}' | grep -q RUNNING; }
+
 cmd_down() {
   [ "$(id -u)" -eq 0 ] || die "stopping the local cluster needs root"
   # kubelet first, so nothing restarts containers while they are stopped.
@@ -558,11 +560,10 @@ cmd_down() {
     local task pid
     # Kill every pod's processes before containerd, or their shims outlive it.
     for task in $(ctr_k8s tasks ls -q 2>/dev/null); do
-      ctr_k8s tasks kill --signal SIGKILL "$task" >/dev/null 2>&1 || true
+      ctr_k8s tasks kill --all --signal SIGKILL "$task" >/dev/null 2>&1 || true
     done
+    wait_for "every container to stop" 30 no_running_tasks || log "some containers still run"
     for task in $(ctr_k8s tasks ls -q 2>/dev/null); do
-      wait_for "task $task to stop" 15 bash -c \
-        "ctr --address '$CONTAINERD_SOCK' -n k8s.io tasks ls | awk '\$1==\"$task\"{print \$3}' | grep -qv RUNNING" || true
       ctr_k8s tasks delete --force "$task" >/dev/null 2>&1 || true
     done
     # Shims whose tasks are gone exit by themselves; any left are ours by their PID file.

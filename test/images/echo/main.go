@@ -2,6 +2,10 @@
 //
 //	e2e-echo serve [--addr :8080]
 //	    answers every HTTP request with the pod's name (its host name) and logs the request.
+//	e2e-echo origdst-serve [--outbound 127.0.0.1:4140] [--inbound :4143]
+//	    stands where the proxy will: answers HTTP on the proxy's outbound and inbound ports
+//	    with the connection's original destination (SO_ORIGINAL_DST), as proxy-init's
+//	    iptables rules redirected it: "outbound original-destination 10.244.0.7:8080".
 //	e2e-echo get URL [--want-distinct N] [--timeout 60s]
 //	    sends GETs to URL, each on a new connection, until N different answers were seen (so a
 //	    Service spread the requests over N pods) or the timeout passes; prints each answer once.
@@ -14,12 +18,15 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/lightmesh/lightmesh/internal/origdst"
 )
 
 func main() {
@@ -31,6 +38,8 @@ func main() {
 	switch os.Args[1] {
 	case "serve":
 		err = serve(os.Args[2:])
+	case "origdst-serve":
+		err = origdstServe(os.Args[2:])
 	case "get":
 		err = get(os.Args[2:], os.Stdout)
 	default:
@@ -71,6 +80,39 @@ func serve(args []string) error {
 		return err
 	}
 	return nil
+}
+
+type origDstKey struct{}
+
+func origdstServe(args []string) error {
+	fs := flag.NewFlagSet("origdst-serve", flag.ContinueOnError)
+	outbound := fs.String("outbound", "127.0.0.1:4140", "the proxy's outbound address")
+	inbound := fs.String("inbound", ":4143", "the proxy's inbound address")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	errs := make(chan error, 2)
+	for side, addr := range map[string]string{"outbound": *outbound, "inbound": *inbound} {
+		srv := &http.Server{
+			Addr:              addr,
+			ReadHeaderTimeout: 10 * time.Second,
+			ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+				dst, err := origdst.Get(c.(*net.TCPConn))
+				if err != nil {
+					return context.WithValue(ctx, origDstKey{}, "error: "+err.Error())
+				}
+				return context.WithValue(ctx, origDstKey{}, dst.String())
+			},
+			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				dst := r.Context().Value(origDstKey{}).(string)
+				log.Printf("%s connection from %s, original destination %s", side, r.RemoteAddr, dst)
+				fmt.Fprintf(w, "%s original-destination %s\n", side, dst)
+			}),
+		}
+		log.Printf("listening on %s (%s)", addr, side)
+		go func() { errs <- srv.ListenAndServe() }()
+	}
+	return <-errs
 }
 
 func get(args []string, out io.Writer) error {
