@@ -73,14 +73,14 @@ $(GOLANGCI_LINT):
 	mv $(TOOLS_BIN)/.install/golangci-lint $@
 
 .PHONY: gen
-gen: ## Regenerate generated code (go generate)
-	$(GO) generate ./...
+gen: ## Regenerate generated code (protobuf under controller/api, go generate)
+	hack/gen.sh
 
 .PHONY: gen-check
 gen-check: ## Fail when generated code is not current
-	@before=$$(git status --porcelain); \
+	@before=$$(git status --porcelain; git diff | sha256sum); \
 	$(MAKE) --no-print-directory gen >/dev/null; \
-	after=$$(git status --porcelain); \
+	after=$$(git status --porcelain; git diff | sha256sum); \
 	if [ "$$before" != "$$after" ]; then \
 		echo "generated code is stale: run 'make gen' and commit the result"; git status --short; exit 1; \
 	fi; \
