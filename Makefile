@@ -40,12 +40,19 @@ build: ## Build every binary into bin/
 		CGO_ENABLED=0 $(GO) build -trimpath -o bin/$${b%%:*} $${b#*:}; \
 	done
 
+# Debian packages the tests and image builds use (the cluster script installs its own).
+TEST_PACKAGES := iptables iproute2
+
+.PHONY: deps
+deps: ## Install the Debian packages tests and images need (as root; a fresh machine has none)
+	hack/ensure-packages.sh $(TEST_PACKAGES)
+
 .PHONY: unit
-unit: ## Fast tests: no root, no network beyond loopback
+unit: deps ## Fast tests: no root, no network beyond loopback
 	$(GO) test -count=1 ./...
 
 .PHONY: integration
-integration: ## Root-only tests: real iptables in network namespaces, real processes
+integration: deps ## Root-only tests: real iptables in network namespaces, real processes
 	@if [ "$$(id -u)" -ne 0 ]; then \
 		echo "!!! SKIPPED: integration tests need root (real iptables, network namespaces); CI runs them as root"; \
 	elif [ -z "$(INTEGRATION_PKGS)" ]; then \
@@ -87,7 +94,7 @@ gen-check: ## Fail when generated code is not current
 	echo "generated code is current"
 
 .PHONY: images
-images: build ## Build every image (components and test programs); import them into the local cluster when it runs
+images: build deps ## Build every image (components and test programs); import them into the local cluster when it runs
 	@mkdir -p $(IMAGES_OUT)/bin
 	@for b in $(TEST_BINARIES); do \
 		CGO_ENABLED=0 $(GO) build -trimpath -o $(IMAGES_OUT)/bin/$${b%%:*} $${b#*:}; \
