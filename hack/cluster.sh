@@ -619,9 +619,16 @@ verify_down() {
   fi
 }
 
+# One `up` or `down` at a time: two at once would start every component twice.
+lock() {
+  mkdir -p /run/lock
+  exec 9>/run/lock/lightmesh-cluster.lock
+  flock -w 900 9 || die "another hack/cluster.sh up/down held the lock for 15 minutes"
+}
+
 case "${1:-}" in
-  up) cmd_up ;;
-  down) cmd_down ;;
+  up) lock; cmd_up ;;
+  down) lock; cmd_down ;;
   status) cmd_status ;;
   env) echo "export KUBECONFIG=$CLUSTER_KUBECONFIG" ;;
   *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
