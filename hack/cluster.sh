@@ -79,7 +79,8 @@ start() {
   mkdir -p "$LOGS" "$PIDS"
   log "starting $name (log: $LOGS/$name.log)"
   echo "=== $(date -u +%FT%TZ) start" >> "$LOGS/$name.log"
-  setsid "$(binary_of "$name")" "$@" >> "$LOGS/$name.log" 2>&1 < /dev/null &
+  # 9>&-: the daemon must not inherit (and so hold) the lock of this script.
+  setsid "$(binary_of "$name")" "$@" >> "$LOGS/$name.log" 2>&1 < /dev/null 9>&- &
   echo $! > "$PIDS/$name.pid"
 }
 
