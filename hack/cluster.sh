@@ -558,7 +558,7 @@ cmd_down() {
   # kubelet first, so nothing restarts containers while they are stopped.
   stop kubelet
   if running containerd; then
-    local task pid
+    local task
     # Kill every pod's processes before containerd, or their shims outlive it.
     for task in $(ctr_k8s tasks ls -q 2>/dev/null); do
       ctr_k8s tasks kill --all --signal SIGKILL "$task" >/dev/null 2>&1 || true
@@ -567,11 +567,14 @@ cmd_down() {
     for task in $(ctr_k8s tasks ls -q 2>/dev/null); do
       ctr_k8s tasks delete --force "$task" >/dev/null 2>&1 || true
     done
-    # Shims whose tasks are gone exit by themselves; any left are ours by their PID file.
-    for pid in $(cat "$RUN_DIR"/state/io.containerd.runtime.v2.task/*/*/shim.pid 2>/dev/null); do
-      kill -KILL "$pid" 2>/dev/null || true
-    done
   fi
+  # Containers and shims that outlived containerd (or were left by a machine whose processes
+  # were killed): ours by the PID files the runtime wrote.
+  local pidfile
+  for pidfile in "$RUN_DIR"/state/io.containerd.runtime.v2.task/*/*/init.pid \
+                 "$RUN_DIR"/state/io.containerd.runtime.v2.task/*/*/shim.pid; do
+    [ -f "$pidfile" ] && kill -KILL "$(cat "$pidfile")" 2>/dev/null || true
+  done
   local i
   for (( i=${#COMPONENTS[@]}-1; i>=0; i-- )); do
     [ "${COMPONENTS[$i]}" = kubelet ] || stop "${COMPONENTS[$i]}"

@@ -10,9 +10,19 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 cd "$REPO_ROOT"
-started=0
-if ! hack/cluster.sh status >/dev/null 2>&1; then
-  started=1
+# A cluster with any live component is somebody's: repair it with `up` and leave it running.
+# With none alive, this run owns the cluster: it clears what a dead one left behind (mounts,
+# rules, network namespaces of a machine whose processes were killed), starts a fresh one,
+# and stops it at the end.
+started=1
+for pidfile in "$CLUSTER_DIR"/pids/*.pid; do
+  [ -f "$pidfile" ] || continue
+  pid=$(cat "$pidfile")
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then started=0; fi
+done
+if [ "$started" -eq 1 ] && [ -d "$CLUSTER_DIR" ]; then
+  log "clearing what a stopped cluster left in $CLUSTER_DIR"
+  hack/cluster.sh down
 fi
 hack/cluster.sh up >/dev/null
 make --no-print-directory images
