@@ -30,6 +30,9 @@ func TestProxyInitImageRunsIptables(t *testing.T) {
 	bin := fakeBinDir(t, "mesh-proxy-init")
 	built := runImagebuild(t, "--bin-dir", bin, "--out", t.TempDir(), "--only", "mesh-proxy-init")
 	img, _, _ := readImage(t, built[version.Image("", "mesh-proxy-init")])
+	if cf, err := img.ConfigFile(); err != nil || cf.Config.User != "65534" {
+		t.Errorf("the proxy-init image should run as nobody (65534); config %v, error %v", cf, err)
+	}
 	layers, err := img.Layers()
 	if err != nil {
 		t.Fatal(err)

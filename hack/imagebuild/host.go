@@ -46,6 +46,23 @@ func iptablesCommands() (plain, backends []string) {
 	return plain, backends
 }
 
+// securityCapability is the extended attribute that holds a file's capabilities.
+const securityCapability = "security.capability"
+
+// netAdminNetRawCapability is the security.capability value of `setcap
+// cap_net_admin,cap_net_raw+ep`: a vfs_cap_data revision 2, little-endian: magic and the
+// effective flag, then permitted and inheritable for capabilities 0-31 and 32-63. With it the
+// iptables binaries get CAP_NET_ADMIN and CAP_NET_RAW in a non-root container whose bounding
+// set has them (the pod adds them), so proxy-init need not run as root. It does not work with
+// allowPrivilegeEscalation: false (no_new_privs ignores file capabilities).
+var netAdminNetRawCapability = string([]byte{
+	0x01, 0x00, 0x00, 0x02, // VFS_CAP_REVISION_2 | VFS_CAP_FLAGS_EFFECTIVE
+	0x00, 0x30, 0x00, 0x00, // permitted: CAP_NET_ADMIN (12), CAP_NET_RAW (13)
+	0x00, 0x00, 0x00, 0x00, // inheritable
+	0x00, 0x00, 0x00, 0x00, // permitted, capabilities 32-63
+	0x00, 0x00, 0x00, 0x00, // inheritable, capabilities 32-63
+})
+
 // defaultBackend is the backend the plain names (iptables, iptables-save, ...) use, as on
 // Debian: iptables -> iptables-nft.
 const defaultBackend = "-nft"
@@ -54,7 +71,8 @@ const defaultBackend = "-nft"
 // -nft and -legacy commands resolve to (xtables-nft-multi, xtables-legacy-multi), a symlink
 // for every command so argv[0] dispatch works, the xtables extension modules, every shared
 // library the binaries and modules load, the dynamic loader, the /etc files iptables reads
-// and /run (for the xtables lock) and /tmp.
+// and /run (for the xtables lock) and /tmp. The multi-call binaries carry the file
+// capabilities CAP_NET_ADMIN and CAP_NET_RAW so that proxy-init can run as a non-root user.
 func addIptables(l *layer, h host) error {
 	plain, backends := iptablesCommands()
 	var dynamic []string // host paths (without root) of the files whose libraries we need
@@ -78,7 +96,8 @@ func addIptables(l *layer, h host) error {
 			if err != nil {
 				return err
 			}
-			if err := l.addFile("/usr/sbin/"+base, mode, data); err != nil {
+			xattrs := map[string]string{securityCapability: netAdminNetRawCapability}
+			if err := l.addFileWithXattrs("/usr/sbin/"+base, mode, data, xattrs); err != nil {
 				return err
 			}
 			dynamic = append(dynamic, resolved)
@@ -149,7 +168,9 @@ func addIptables(l *layer, h host) error {
 			return err
 		}
 	}
-	if err := l.addDir("/run", 0o755); err != nil {
+	// /run is world-writable (sticky, like /tmp) so that a non-root proxy-init can create the
+	// xtables lock there; the legacy backend refuses to run without it.
+	if err := l.addDir("/run", 0o1777); err != nil {
 		return err
 	}
 	return l.addDir("/tmp", 0o1777)

@@ -98,7 +98,7 @@ func TestAddIptablesFromFakeHost(t *testing.T) {
 		"/usr/lib64/ld-linux-x86-64.so.2":                {tar.TypeSymlink, 0o777, "", "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"},
 		"/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2": {tar.TypeReg, 0o755, "loader", ""},
 		"/etc/protocols": {tar.TypeReg, 0o755, "tcp 6 TCP", ""},
-		"/run":           {tar.TypeDir, 0o755, "", ""},
+		"/run":           {tar.TypeDir, 0o1777, "", ""},
 		"/tmp":           {tar.TypeDir, 0o1777, "", ""},
 	}
 	for p, w := range wants {
@@ -109,6 +109,15 @@ func TestAddIptablesFromFakeHost(t *testing.T) {
 		}
 		if got := (want{e.typ, e.mode, string(e.data), e.target}); got != w {
 			t.Errorf("%s = %+v, want %+v", p, got, w)
+		}
+	}
+	// The multi-call binaries, and nothing else, carry CAP_NET_ADMIN and CAP_NET_RAW, so a
+	// non-root proxy-init can write rules.
+	for p, e := range l.entries {
+		wantCaps := p == "/usr/sbin/xtables-nft-multi" || p == "/usr/sbin/xtables-legacy-multi"
+		got, has := e.xattrs[securityCapability]
+		if has != wantCaps || (wantCaps && got != netAdminNetRawCapability) {
+			t.Errorf("%s: security.capability %x (set %v), want set %v", p, got, has, wantCaps)
 		}
 	}
 	// Nothing from /etc/alternatives (the image's own default is nft) and no /sbin link (the

@@ -38,11 +38,14 @@ const (
 var testImages = []string{"e2e-echo"}
 
 // Users the images run as. mesh-proxy runs as the proxy UID whose traffic proxy-init's rules
-// let through; mesh-proxy-init runs as root (it needs NET_ADMIN to write iptables rules).
+// let through; mesh-proxy-init runs as "nobody": its iptables binaries carry the file
+// capabilities NET_ADMIN and NET_RAW, which the pod must add.
 const (
 	proxyUID    = "2102"
 	nonrootUser = "65532"
-	pauseUser   = "65535:65535" // as Kubernetes' own pause image
+	// proxyInitUser is nobody.
+	proxyInitUser = "65534"
+	pauseUser     = "65535:65535" // as Kubernetes' own pause image
 )
 
 // defaultPath is the PATH of every image.
@@ -133,7 +136,7 @@ func planImage(opts options, n string) (imageSpec, error) {
 	case "mesh-proxy":
 		spec.user = proxyUID
 	case "mesh-proxy-init":
-		spec.user = ""
+		spec.user = proxyInitUser
 		if err := addIptables(l, opts.host); err != nil {
 			return imageSpec{}, err
 		}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"maps"
 	"path"
 	"sort"
 	"strings"
@@ -25,6 +26,9 @@ type entry struct {
 	data     []byte
 	target   string // symlink target
 	implicit bool   // a parent directory nobody asked for (mode 0755 unless set later)
+	// xattrs are extended attributes, written as SCHILY.xattr PAX records (which containerd
+	// applies when it unpacks the layer), such as security.capability.
+	xattrs map[string]string
 }
 
 // layer collects the entries of one image layer by absolute path and writes them as a tar
@@ -38,6 +42,11 @@ func newLayer() *layer { return &layer{entries: map[string]*entry{}} }
 // addFile adds a regular file (and its parent directories).
 func (l *layer) addFile(p string, mode int64, data []byte) error {
 	return l.add(p, &entry{typ: tar.TypeReg, mode: mode, data: data})
+}
+
+// addFileWithXattrs adds a regular file carrying extended attributes.
+func (l *layer) addFileWithXattrs(p string, mode int64, data []byte, xattrs map[string]string) error {
+	return l.add(p, &entry{typ: tar.TypeReg, mode: mode, data: data, xattrs: xattrs})
 }
 
 // addDir adds a directory with the given mode (and its parents).
@@ -73,7 +82,8 @@ func (l *layer) add(p string, e *entry) error {
 			return nil
 		}
 		return fmt.Errorf("layer directory %s added twice with modes %o and %o", p, old.mode, e.mode)
-	case old.typ == e.typ && old.mode == e.mode && old.target == e.target && bytes.Equal(old.data, e.data):
+	case old.typ == e.typ && old.mode == e.mode && old.target == e.target && bytes.Equal(old.data, e.data) &&
+		maps.Equal(old.xattrs, e.xattrs):
 		// The same thing twice (for example a library two binaries load): fine.
 	default:
 		return fmt.Errorf("layer path %s added twice with different content (%s and %s)", p, kind(old.typ), kind(e.typ))
@@ -129,6 +139,13 @@ func (l *layer) tar() ([]byte, error) {
 			Name:     strings.TrimPrefix(p, "/"),
 			Mode:     e.mode,
 			ModTime:  epoch,
+		}
+		if len(e.xattrs) > 0 {
+			h.Format = tar.FormatPAX
+			h.PAXRecords = map[string]string{}
+			for k, v := range e.xattrs {
+				h.PAXRecords["SCHILY.xattr."+k] = v
+			}
 		}
 		switch e.typ {
 		case tar.TypeDir:

@@ -22,9 +22,12 @@ spec:
       image: %[2]s
       imagePullPolicy: Never
       args: [--iptables-mode, %[4]s]
+      # Not root: the image's iptables binaries carry CAP_NET_ADMIN and CAP_NET_RAW as file
+      # capabilities, which the pod allows (and no_new_privs would disable).
       securityContext:
-        runAsUser: 0
-        runAsNonRoot: false
+        runAsUser: 65534
+        runAsNonRoot: true
+        allowPrivilegeEscalation: true
         capabilities:
           add: [NET_ADMIN, NET_RAW]
           drop: [ALL]
