@@ -9,10 +9,18 @@ import (
 
 // NewRootCmd returns the mesh command with its subcommands.
 func NewRootCmd() *cobra.Command {
+	kube := &kubeOptions{}
 	root := &cobra.Command{
 		Use:   "mesh",
 		Short: "the lightmesh command line",
 	}
-	root.AddCommand(cmdutil.NewVersionCmd("mesh"))
+	root.PersistentFlags().StringVar(&kube.kubeconfig, "kubeconfig", "", "the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
+	root.PersistentFlags().StringVar(&kube.context, "context", "", "the kubeconfig context (default: its current context)")
+	root.AddCommand(
+		cmdutil.NewVersionCmd("mesh"),
+		newInstallCmd(kube),
+		newInjectCmd(kube),
+		newUninjectCmd(),
+	)
 	return root
 }

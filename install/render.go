@@ -1,0 +1,338 @@
+package install
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/yaml"
+
+	"github.com/lightmesh/lightmesh/internal/inject"
+	"github.com/lightmesh/lightmesh/internal/version"
+)
+
+// Names of the installed objects and of what the controller reads from them.
+const (
+	// ConfigMapName holds the installation's values under ConfigKey; `mesh inject` and the
+	// webhook read it.
+	ConfigMapName = "lightmesh-config"
+	ConfigKey     = "config.yaml"
+	// TrustRootsConfigMapName holds the trust anchors under TrustRootsKey.
+	TrustRootsConfigMapName = "lightmesh-identity-trust-roots"
+	TrustRootsKey           = "ca-bundle.crt"
+	// IssuerSecretName is the issuer's kubernetes.io/tls Secret (tls.crt, tls.key, ca.crt).
+	IssuerSecretName = "lightmesh-identity-issuer"
+
+	ControllerName = "lightmesh-controller"
+	// ControllerUID is the controller's user (2102 is the proxy's).
+	ControllerUID = 2103
+
+	TrustAnchorsDir  = "/var/run/lightmesh/identity/trust-anchors"
+	TrustAnchorsFile = TrustAnchorsDir + "/ca.crt"
+	IssuerDir        = "/var/run/lightmesh/identity/issuer"
+
+	IdentityPort       = inject.IdentityPort
+	DestinationPort    = inject.DestinationPort
+	WebhookPort        = 443
+	WebhookTargetPort  = 8443
+	StatsPort          = 8085
+	AdminPort          = 9990
+	componentLabel     = "lightmesh.io/control-plane-component"
+	controllerSelector = "controller"
+)
+
+// Render returns the control plane's objects for resolved, valid values and identity
+// material, in apply order: namespace, service account, RBAC, configuration, identity,
+// services, deployment. The same input always renders the same objects.
+func Render(v Values, id Identity) ([]map[string]any, error) {
+	v.Resolve()
+	v.Identity.TrustAnchorsPEM = string(id.TrustAnchorsPEM)
+	if err := v.Validate(); err != nil {
+		return nil, err
+	}
+	configYAML, err := v.YAML()
+	if err != nil {
+		return nil, err
+	}
+	ns := v.Namespace
+	typed := []any{
+		namespace(v),
+		&corev1.ServiceAccount{
+			TypeMeta:   typeMeta("v1", "ServiceAccount"),
+			ObjectMeta: objectMeta(v, ControllerName, "controller"),
+		},
+		clusterRole(v),
+		&rbacv1.ClusterRoleBinding{
+			TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+			ObjectMeta: clusterObjectMeta(v, clusterRoleName(ns), "controller"),
+			RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: clusterRoleName(ns)},
+			Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: ControllerName, Namespace: ns}},
+		},
+		&corev1.ConfigMap{
+			TypeMeta:   typeMeta("v1", "ConfigMap"),
+			ObjectMeta: objectMeta(v, ConfigMapName, "controller"),
+			Data:       map[string]string{ConfigKey: string(configYAML)},
+		},
+		&corev1.ConfigMap{
+			TypeMeta:   typeMeta("v1", "ConfigMap"),
+			ObjectMeta: objectMeta(v, TrustRootsConfigMapName, "identity"),
+			Data:       map[string]string{TrustRootsKey: string(id.TrustAnchorsPEM)},
+		},
+		&corev1.Secret{
+			TypeMeta:   typeMeta("v1", "Secret"),
+			ObjectMeta: objectMeta(v, IssuerSecretName, "identity"),
+			Type:       corev1.SecretTypeTLS,
+			Data: map[string][]byte{
+				corev1.TLSCertKey:       id.IssuerCertificatePEM,
+				corev1.TLSPrivateKeyKey: id.IssuerKeyPEM,
+				"ca.crt":                id.TrustAnchorsPEM,
+			},
+		},
+		service(v, "identity", "grpc", IdentityPort, IdentityPort),
+		service(v, "destination", "grpc", DestinationPort, DestinationPort),
+		service(v, "webhook", "https", WebhookPort, WebhookTargetPort),
+		service(v, "stats", "http", StatsPort, StatsPort),
+		deployment(v),
+	}
+	objects := make([]map[string]any, 0, len(typed))
+	for _, o := range typed {
+		m, err := toMap(o)
+		if err != nil {
+			return nil, err
+		}
+		objects = append(objects, m)
+	}
+	return objects, nil
+}
+
+// WriteYAML encodes objects as a YAML stream.
+func WriteYAML(objects []map[string]any) ([]byte, error) {
+	var buf bytes.Buffer
+	for _, o := range objects {
+		data, err := yaml.Marshal(o)
+		if err != nil {
+			return nil, err
+		}
+		buf.WriteString("---\n")
+		buf.Write(data)
+	}
+	return buf.Bytes(), nil
+}
+
+// WriteJSON encodes objects as one indented v1 List.
+func WriteJSON(objects []map[string]any) ([]byte, error) {
+	list := map[string]any{"apiVersion": "v1", "kind": "List", "items": objects}
+	data, err := json.MarshalIndent(list, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(data, '\n'), nil
+}
+
+func clusterRoleName(ns string) string { return "lightmesh-" + ns + "-controller" }
+
+func typeMeta(apiVersion, kind string) metav1.TypeMeta {
+	return metav1.TypeMeta{APIVersion: apiVersion, Kind: kind}
+}
+
+func commonLabels(component string) map[string]string {
+	return map[string]string{
+		"app.kubernetes.io/part-of":   "lightmesh",
+		"app.kubernetes.io/version":   version.Version,
+		"app.kubernetes.io/component": component,
+	}
+}
+
+func objectMeta(v Values, name, component string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Name: name, Namespace: v.Namespace, Labels: commonLabels(component)}
+}
+
+func clusterObjectMeta(v Values, name, component string) metav1.ObjectMeta {
+	labels := commonLabels(component)
+	labels[inject.LabelControlPlaneNS] = v.Namespace
+	return metav1.ObjectMeta{Name: name, Labels: labels}
+}
+
+func namespace(v Values) *corev1.Namespace {
+	labels := commonLabels("control-plane")
+	// The controller runs as the restricted Pod Security Standard asks; nothing else should
+	// run here.
+	labels["pod-security.kubernetes.io/enforce"] = "restricted"
+	return &corev1.Namespace{
+		TypeMeta: typeMeta("v1", "Namespace"),
+		ObjectMeta: metav1.ObjectMeta{
+			Name:        v.Namespace,
+			Labels:      labels,
+			Annotations: map[string]string{inject.AnnotationInject: inject.InjectDisabled},
+		},
+	}
+}
+
+// clusterRole is everything the controller may do, and nothing more: review proxies'
+// tokens (identity), watch what destination and policy serve, record events, and read the
+// Istio and Gateway API resources it translates.
+func clusterRole(v Values) *rbacv1.ClusterRole {
+	read := []string{"get", "list", "watch"}
+	return &rbacv1.ClusterRole{
+		TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"),
+		ObjectMeta: clusterObjectMeta(v, clusterRoleName(v.Namespace), "controller"),
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
+			{APIGroups: []string{""}, Resources: []string{"pods", "services", "namespaces"}, Verbs: read},
+			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: read},
+			// client-go's event recorder patches an event when it repeats.
+			{APIGroups: []string{"", "events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+			{APIGroups: []string{"networking.istio.io"}, Resources: []string{"gateways", "virtualservices", "destinationrules"}, Verbs: read},
+			{APIGroups: []string{"security.istio.io"}, Resources: []string{"peerauthentications", "authorizationpolicies"}, Verbs: read},
+			{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"httproutes", "gateways"}, Verbs: read},
+		},
+	}
+}
+
+func selectorLabels() map[string]string {
+	return map[string]string{componentLabel: controllerSelector}
+}
+
+func service(v Values, name, portName string, port, targetPort int32) *corev1.Service {
+	return &corev1.Service{
+		TypeMeta:   typeMeta("v1", "Service"),
+		ObjectMeta: objectMeta(v, name, "controller"),
+		Spec: corev1.ServiceSpec{
+			Type:     corev1.ServiceTypeClusterIP,
+			Selector: selectorLabels(),
+			Ports: []corev1.ServicePort{{
+				Name:       portName,
+				Port:       port,
+				TargetPort: intstr.FromInt32(targetPort),
+				Protocol:   corev1.ProtocolTCP,
+			}},
+		},
+	}
+}
+
+func deployment(v Values) *appsv1.Deployment {
+	podLabels := commonLabels("controller")
+	podLabels[componentLabel] = controllerSelector
+	uid := int64(ControllerUID)
+	probe := func(path string) *corev1.Probe {
+		return &corev1.Probe{
+			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString("admin")}},
+			TimeoutSeconds:   1,
+			PeriodSeconds:    10,
+			SuccessThreshold: 1,
+			FailureThreshold: 3,
+		}
+	}
+	yes := true
+	return &appsv1.Deployment{
+		TypeMeta:   typeMeta("apps/v1", "Deployment"),
+		ObjectMeta: objectMeta(v, ControllerName, "controller"),
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &v.Controller.Replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: selectorLabels()},
+			Strategy: appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{
+					Labels:      podLabels,
+					Annotations: map[string]string{inject.AnnotationInject: inject.InjectDisabled},
+				},
+				Spec: corev1.PodSpec{
+					ServiceAccountName: ControllerName,
+					SecurityContext: &corev1.PodSecurityContext{
+						RunAsNonRoot:   &yes,
+						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+					},
+					Containers: []corev1.Container{{
+						Name:            "identity",
+						Image:           v.Controller.Image,
+						ImagePullPolicy: corev1.PullPolicy(v.ImagePullPolicy),
+						Args: []string{
+							"identity",
+							"--trust-anchors-file", TrustAnchorsFile,
+							"--issuer-dir", IssuerDir,
+							"--addr", ":" + strconv.Itoa(IdentityPort),
+							"--admin-addr", ":" + strconv.Itoa(AdminPort),
+							"--trust-domain", v.Identity.TrustDomain,
+							// The proxies check the identity service's certificate for the
+							// host of MESH_PROXY_IDENTITY_ADDR.
+							"--serving-name", "identity." + v.Namespace + ".svc." + v.ClusterDomain,
+							"--log-level", v.Controller.LogLevel,
+						},
+						Ports: []corev1.ContainerPort{
+							{Name: "identity", ContainerPort: IdentityPort, Protocol: corev1.ProtocolTCP},
+							{Name: "admin", ContainerPort: AdminPort, Protocol: corev1.ProtocolTCP},
+						},
+						ReadinessProbe: probe("/ready"),
+						LivenessProbe:  probe("/live"),
+						Resources:      requirements(v.Controller.Resources),
+						SecurityContext: &corev1.SecurityContext{
+							RunAsUser:                &uid,
+							RunAsGroup:               &uid,
+							RunAsNonRoot:             &yes,
+							AllowPrivilegeEscalation: new(bool),
+							ReadOnlyRootFilesystem:   &yes,
+							Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+							SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+						},
+						VolumeMounts: []corev1.VolumeMount{
+							{Name: "trust-anchors", MountPath: TrustAnchorsDir, ReadOnly: true},
+							{Name: "issuer", MountPath: IssuerDir, ReadOnly: true},
+						},
+						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+					}},
+					Volumes: []corev1.Volume{
+						{Name: "trust-anchors", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+							LocalObjectReference: corev1.LocalObjectReference{Name: TrustRootsConfigMapName},
+							Items:                []corev1.KeyToPath{{Key: TrustRootsKey, Path: "ca.crt"}},
+						}}},
+						{Name: "issuer", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+							SecretName: IssuerSecretName,
+						}}},
+					},
+				},
+			},
+		},
+	}
+}
+
+// toMap turns a typed object into its generic form without the fields typed objects always
+// carry (metadata.creationTimestamp: null, status, an empty spec), so the output shows only
+// what we set.
+func toMap(o any) (map[string]any, error) {
+	raw, err := json.Marshal(o)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, err
+	}
+	delete(m, "status")
+	if spec, ok := m["spec"].(map[string]any); ok && len(spec) == 0 {
+		delete(m, "spec")
+	}
+	pruneCreationTimestamps(m)
+	return m, nil
+}
+
+func pruneCreationTimestamps(v any) {
+	switch t := v.(type) {
+	case map[string]any:
+		for k, child := range t {
+			if k == "creationTimestamp" && child == nil {
+				delete(t, k)
+				continue
+			}
+			pruneCreationTimestamps(child)
+		}
+	case []any:
+		for _, child := range t {
+			pruneCreationTimestamps(child)
+		}
+	}
+}

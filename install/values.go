@@ -1,0 +1,435 @@
+package install
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"sigs.k8s.io/yaml"
+
+	"github.com/lightmesh/lightmesh/internal/identity"
+	"github.com/lightmesh/lightmesh/internal/inject"
+	"github.com/lightmesh/lightmesh/internal/version"
+)
+
+// Values are the settings of an installation: `mesh install -f values.yaml --set key=value`
+// changes them, and the rendered lightmesh-config ConfigMap holds them (key config.yaml, with
+// images resolved and the trust anchors filled in) for `mesh inject` and the webhook.
+type Values struct {
+	// Namespace is the control plane's namespace.
+	Namespace string `json:"namespace"`
+	// ClusterDomain is the cluster's DNS domain (Services are <name>.<ns>.svc.<domain>).
+	ClusterDomain string `json:"clusterDomain"`
+	// ImageRegistry prefixes every image left empty below.
+	ImageRegistry   string `json:"imageRegistry"`
+	ImagePullPolicy string `json:"imagePullPolicy"`
+
+	Controller ControllerValues `json:"controller"`
+	Proxy      ProxyValues      `json:"proxy"`
+	ProxyInit  ProxyInitValues  `json:"proxyInit"`
+	Identity   IdentityValues   `json:"identity"`
+}
+
+// ControllerValues configure the mesh-controller Deployment.
+type ControllerValues struct {
+	// Image defaults to <imageRegistry>/mesh-controller:<version>.
+	Image    string `json:"image"`
+	Replicas int32  `json:"replicas"`
+	LogLevel string `json:"logLevel"`
+	// LogFormat is kept from the seed's linkerd-config (controllerLogFormat); the controller
+	// has no flag for it yet, so it is not passed on.
+	LogFormat string    `json:"logFormat"`
+	Resources Resources `json:"resources"`
+}
+
+// ProxyValues configure every injected proxy; config.lightmesh.io/* annotations override
+// them per workload.
+type ProxyValues struct {
+	// Image defaults to <imageRegistry>/mesh-proxy:<version>.
+	Image             string    `json:"image"`
+	LogLevel          string    `json:"logLevel"`
+	LogFormat         string    `json:"logFormat"`
+	Resources         Resources `json:"resources"`
+	OpaquePorts       string    `json:"opaquePorts"`
+	SkipInboundPorts  string    `json:"skipInboundPorts"`
+	SkipOutboundPorts string    `json:"skipOutboundPorts"`
+	SkipSubnets       string    `json:"skipSubnets"`
+}
+
+// ProxyInitValues configure the mesh-init init container.
+type ProxyInitValues struct {
+	// Image defaults to <imageRegistry>/mesh-proxy-init:<version>.
+	Image     string    `json:"image"`
+	Resources Resources `json:"resources"`
+}
+
+// IdentityValues configure workload identity.
+type IdentityValues struct {
+	TrustDomain string `json:"trustDomain"`
+	// TrustAnchorsPEM is filled in by `mesh install` from the generated or given anchors;
+	// setting it by hand has no effect.
+	TrustAnchorsPEM string `json:"trustAnchorsPEM"`
+}
+
+// Resources are requests and limits, as in the seed's IstioOperator values.
+type Resources struct {
+	Requests ResourceList `json:"requests"`
+	Limits   ResourceList `json:"limits"`
+}
+
+// ResourceList holds quantities; an empty one is left out of the manifests.
+type ResourceList struct {
+	CPU    string `json:"cpu"`
+	Memory string `json:"memory"`
+}
+
+// DefaultValues are the values of a default installation. Resources come from the seed's
+// IstioOperator: the proxy's are values.global.proxy.resources, the controller's
+// values.pilot.resources; log level and format from its linkerd-config.
+func DefaultValues() Values {
+	return Values{
+		Namespace:       "lightmesh",
+		ClusterDomain:   "cluster.local",
+		ImageRegistry:   version.DefaultRegistry,
+		ImagePullPolicy: string(corev1.PullIfNotPresent),
+		Controller: ControllerValues{
+			Replicas:  1,
+			LogLevel:  "info",
+			LogFormat: "plain",
+			Resources: Resources{
+				Requests: ResourceList{CPU: "100m", Memory: "128Mi"},
+				Limits:   ResourceList{CPU: "500m", Memory: "2048Mi"},
+			},
+		},
+		Proxy: ProxyValues{
+			LogLevel:  "info",
+			LogFormat: "plain",
+			Resources: Resources{
+				Requests: ResourceList{CPU: inject.DefaultProxyCPURequest, Memory: inject.DefaultProxyMemoryRequest},
+				Limits:   ResourceList{CPU: inject.DefaultProxyCPULimit, Memory: inject.DefaultProxyMemoryLimit},
+			},
+			OpaquePorts: inject.DefaultOpaquePorts,
+		},
+		ProxyInit: ProxyInitValues{
+			Resources: Resources{
+				Requests: ResourceList{CPU: inject.DefaultProxyInitCPURequest, Memory: inject.DefaultProxyInitMemoryRequest},
+				Limits:   ResourceList{CPU: inject.DefaultProxyInitCPULimit, Memory: inject.DefaultProxyInitMemoryLimit},
+			},
+		},
+		Identity: IdentityValues{TrustDomain: identity.DefaultTrustDomain},
+	}
+}
+
+// Resolve fills the empty images from the registry and the version.
+func (v *Values) Resolve() {
+	if v.Controller.Image == "" {
+		v.Controller.Image = version.Image(v.ImageRegistry, "mesh-controller")
+	}
+	if v.Proxy.Image == "" {
+		v.Proxy.Image = version.Image(v.ImageRegistry, "mesh-proxy")
+	}
+	if v.ProxyInit.Image == "" {
+		v.ProxyInit.Image = version.Image(v.ImageRegistry, "mesh-proxy-init")
+	}
+}
+
+// Validate checks every value and names the one at fault by its --set path.
+func (v *Values) Validate() error {
+	if errs := validation.IsDNS1123Label(v.Namespace); len(errs) > 0 {
+		return fmt.Errorf("namespace %q: %s", v.Namespace, strings.Join(errs, "; "))
+	}
+	if errs := validation.IsDNS1123Subdomain(v.ClusterDomain); len(errs) > 0 {
+		return fmt.Errorf("clusterDomain %q: %s", v.ClusterDomain, strings.Join(errs, "; "))
+	}
+	switch corev1.PullPolicy(v.ImagePullPolicy) {
+	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
+	default:
+		return fmt.Errorf("imagePullPolicy %q: use Always, IfNotPresent or Never", v.ImagePullPolicy)
+	}
+	if v.Controller.Replicas < 1 {
+		return fmt.Errorf("controller.replicas %d: run at least 1", v.Controller.Replicas)
+	}
+	type check struct {
+		path, value string
+		check       func(string) error
+	}
+	checks := []check{
+		{"controller.image", v.Controller.Image, optional(inject.ValidateImage)},
+		{"controller.logLevel", v.Controller.LogLevel, inject.ValidateLogLevel},
+		{"controller.logFormat", v.Controller.LogFormat, inject.ValidateLogFormat},
+		{"proxy.image", v.Proxy.Image, optional(inject.ValidateImage)},
+		{"proxy.logLevel", v.Proxy.LogLevel, inject.ValidateLogLevel},
+		{"proxy.logFormat", v.Proxy.LogFormat, inject.ValidateLogFormat},
+		{"proxy.opaquePorts", v.Proxy.OpaquePorts, ports},
+		{"proxy.skipInboundPorts", v.Proxy.SkipInboundPorts, ports},
+		{"proxy.skipOutboundPorts", v.Proxy.SkipOutboundPorts, ports},
+		{"proxy.skipSubnets", v.Proxy.SkipSubnets, subnets},
+		{"proxyInit.image", v.ProxyInit.Image, optional(inject.ValidateImage)},
+		{"identity.trustDomain", v.Identity.TrustDomain, trustDomain},
+	}
+	for _, r := range []struct {
+		path string
+		res  Resources
+	}{
+		{"controller.resources", v.Controller.Resources},
+		{"proxy.resources", v.Proxy.Resources},
+		{"proxyInit.resources", v.ProxyInit.Resources},
+	} {
+		path, res := r.path, r.res
+		checks = append(checks,
+			check{path + ".requests.cpu", res.Requests.CPU, quantity},
+			check{path + ".requests.memory", res.Requests.Memory, quantity},
+			check{path + ".limits.cpu", res.Limits.CPU, quantity},
+			check{path + ".limits.memory", res.Limits.Memory, quantity})
+	}
+	for _, c := range checks {
+		if err := c.check(c.value); err != nil {
+			return fmt.Errorf("%s: %q %w", c.path, c.value, err)
+		}
+	}
+	cfg, err := v.injectConfig()
+	if err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	return nil
+}
+
+func optional(check func(string) error) func(string) error {
+	return func(s string) error {
+		if s == "" {
+			return nil
+		}
+		return check(s)
+	}
+}
+
+func trustDomain(s string) error {
+	if err := identity.ValidateTrustDomain(s); err != nil {
+		return fmt.Errorf("is not a trust domain: %w", err)
+	}
+	return nil
+}
+
+func ports(s string) error {
+	_, err := inject.ParsePorts(s)
+	return err
+}
+
+func subnets(s string) error {
+	_, err := inject.ParseSubnets(s)
+	return err
+}
+
+// quantity accepts an empty value (left out) or a positive resource quantity.
+func quantity(s string) error {
+	if s == "" {
+		return nil
+	}
+	_, err := inject.ParseQuantity(s)
+	return err
+}
+
+// InjectConfig is the injection configuration of this installation, for `mesh inject` and
+// the webhook. Call it on resolved, valid values.
+func (v *Values) InjectConfig() (inject.Config, error) {
+	if err := v.Validate(); err != nil {
+		return inject.Config{}, err
+	}
+	return v.injectConfig()
+}
+
+func (v *Values) injectConfig() (inject.Config, error) {
+	resolved := *v
+	resolved.Resolve()
+	cfg := inject.DefaultConfig()
+	cfg.ProxyImage = resolved.Proxy.Image
+	cfg.ProxyInitImage = resolved.ProxyInit.Image
+	cfg.ImagePullPolicy = corev1.PullPolicy(v.ImagePullPolicy)
+	cfg.LogLevel = v.Proxy.LogLevel
+	cfg.LogFormat = v.Proxy.LogFormat
+	cfg.ProxyResources = requirements(v.Proxy.Resources)
+	cfg.ProxyInitResources = requirements(v.ProxyInit.Resources)
+	var err error
+	if cfg.OpaquePorts, err = inject.ParsePorts(v.Proxy.OpaquePorts); err != nil {
+		return cfg, fmt.Errorf("proxy.opaquePorts: %w", err)
+	}
+	if cfg.SkipInboundPorts, err = inject.ParsePorts(v.Proxy.SkipInboundPorts); err != nil {
+		return cfg, fmt.Errorf("proxy.skipInboundPorts: %w", err)
+	}
+	if cfg.SkipOutboundPorts, err = inject.ParsePorts(v.Proxy.SkipOutboundPorts); err != nil {
+		return cfg, fmt.Errorf("proxy.skipOutboundPorts: %w", err)
+	}
+	if cfg.SkipSubnets, err = inject.ParseSubnets(v.Proxy.SkipSubnets); err != nil {
+		return cfg, fmt.Errorf("proxy.skipSubnets: %w", err)
+	}
+	cfg.ControlPlaneNamespace = v.Namespace
+	cfg.ClusterDomain = v.ClusterDomain
+	cfg.TrustDomain = v.Identity.TrustDomain
+	cfg.TrustAnchorsPEM = v.Identity.TrustAnchorsPEM
+	return cfg, nil
+}
+
+// requirements turns validated Resources into Kubernetes requirements.
+func requirements(r Resources) corev1.ResourceRequirements {
+	return inject.Resources(r.Requests.CPU, r.Limits.CPU, r.Requests.Memory, r.Limits.Memory)
+}
+
+// ParseValues reads values YAML (or JSON) strictly: an unknown key is an error.
+func ParseValues(data []byte) (Values, error) {
+	v := DefaultValues()
+	if err := MergeValues(&v, data); err != nil {
+		return Values{}, err
+	}
+	return v, nil
+}
+
+// MergeValues sets the keys present in data (a values file) on v; keys absent keep their
+// value. An unknown key or a value of the wrong type is an error.
+func MergeValues(v *Values, data []byte) error {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil
+	}
+	// encoding/json matches keys case-insensitively; check them exactly first.
+	var given any
+	if err := yaml.Unmarshal(data, &given); err != nil {
+		return errors.New(cleanYAMLError(err))
+	}
+	schema, err := toTree(DefaultValues())
+	if err != nil {
+		return err
+	}
+	if err := checkKeys(given, schema, ""); err != nil {
+		return err
+	}
+	if err := yaml.UnmarshalStrict(data, v); err != nil {
+		return fmt.Errorf("%s; the keys are those of `mesh install --show-values`", cleanYAMLError(err))
+	}
+	return nil
+}
+
+func toTree(v Values) (map[string]any, error) {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	var tree map[string]any
+	err = json.Unmarshal(raw, &tree)
+	return tree, err
+}
+
+// checkKeys reports the first key of given (a parsed values file) that schema lacks.
+func checkKeys(given any, schema map[string]any, path string) error {
+	if given == nil {
+		return nil
+	}
+	m, ok := given.(map[string]any)
+	if !ok {
+		where := path
+		if where == "" {
+			where = "the values file"
+		}
+		return fmt.Errorf("%s is a %T, not a mapping of values", where, given)
+	}
+	for key, value := range m {
+		full := strings.TrimPrefix(path+"."+key, ".")
+		want, known := schema[key]
+		if !known {
+			return fmt.Errorf("unknown field %q; the keys are those of `mesh install --show-values`", full)
+		}
+		if sub, isGroup := want.(map[string]any); isGroup {
+			if err := checkKeys(value, sub, full); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Set sets one value by its dotted path (proxy.logLevel=debug). The value is taken as a
+// string for string fields and parsed as YAML otherwise (replicas=2).
+func (v *Values) Set(assignment string) error {
+	path, value, ok := strings.Cut(assignment, "=")
+	path = strings.TrimSpace(path)
+	if !ok || path == "" {
+		return fmt.Errorf("%q is not key=value; write it like proxy.logLevel=debug", assignment)
+	}
+	// Walk the current values as a generic tree to find the field and its type.
+	tree, err := toTree(*v)
+	if err != nil {
+		return err
+	}
+	keys := strings.Split(path, ".")
+	node := tree
+	for i, key := range keys {
+		current, exists := node[key]
+		if !exists {
+			return fmt.Errorf("%s: no such value (at %q); see `mesh install --show-values`", path, strings.Join(keys[:i+1], "."))
+		}
+		if i == len(keys)-1 {
+			switch current.(type) {
+			case map[string]any:
+				return fmt.Errorf("%s is a group of values; set one of its keys, like %s.%s", path, path, firstKey(current.(map[string]any)))
+			case string:
+				node[key] = value
+			default:
+				var parsed any
+				if err := yaml.Unmarshal([]byte(value), &parsed); err != nil {
+					return fmt.Errorf("%s=%s: %s", path, value, cleanYAMLError(err))
+				}
+				node[key] = parsed
+			}
+			break
+		}
+		next, ok := current.(map[string]any)
+		if !ok {
+			return fmt.Errorf("%s: %s is not a group of values", path, strings.Join(keys[:i+1], "."))
+		}
+		node = next
+	}
+	raw, err := json.Marshal(tree)
+	if err != nil {
+		return err
+	}
+	var next Values
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&next); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) {
+			return fmt.Errorf("%s=%s: want a %s", path, value, typeErr.Type.String())
+		}
+		return fmt.Errorf("%s=%s: %w", path, value, err)
+	}
+	*v = next
+	return nil
+}
+
+func firstKey(m map[string]any) string {
+	first := ""
+	for k := range m {
+		if first == "" || k < first {
+			first = k
+		}
+	}
+	return first
+}
+
+func cleanYAMLError(err error) string {
+	msg := err.Error()
+	for _, prefix := range []string{"error converting YAML to JSON: ", "error unmarshaling JSON: ", "while decoding JSON: "} {
+		msg = strings.ReplaceAll(msg, prefix, "")
+	}
+	return msg
+}
+
+// YAML returns the values as YAML (keys sorted), as the lightmesh-config ConfigMap holds them.
+func (v *Values) YAML() ([]byte, error) {
+	return yaml.Marshal(v)
+}
