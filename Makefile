@@ -18,12 +18,13 @@ CLUSTER_KUBECONFIG := $(or $(LIGHTMESH_CLUSTER_DIR),/var/lib/lightmesh-cluster)/
 # The binaries, one per component: binary name -> package.
 BINARIES := mesh:./cli mesh-controller:./controller mesh-proxy:./proxy \
 	mesh-proxy-init:./proxy-init mesh-web:./web
-# Programs the end-to-end tests run in pods; `make images` builds their images too.
-TEST_BINARIES := e2e-echo:./test/images/echo
+# Programs the end-to-end tests and the demo run in pods; `make images` builds their images too.
+APP_BINARIES := e2e-echo:./test/images/echo demo-user-service:./demo/user-service \
+	demo-order-service:./demo/order-service demo-traffic:./demo/traffic
 comma := ,
 empty :=
 space := $(empty) $(empty)
-TEST_IMAGES := $(subst $(space),$(comma),$(foreach b,$(TEST_BINARIES),$(firstword $(subst :, ,$(b)))))
+APP_IMAGES := $(subst $(space),$(comma),$(foreach b,$(APP_BINARIES),$(firstword $(subst :, ,$(b)))))
 # Packages that hold root-only integration tests (files tagged `integration`).
 INTEGRATION_PKGS = $(shell grep -rl --include='*_test.go' '^//go:build integration' . | xargs -r -n1 dirname | sort -u)
 
@@ -94,14 +95,14 @@ gen-check: ## Fail when generated code is not current
 	echo "generated code is current"
 
 .PHONY: images
-images: build deps ## Build every image (components and test programs); import them into the local cluster when it runs
+images: build deps ## Build every image (components, test and demo programs); import them into the local cluster when it runs
 	@mkdir -p $(IMAGES_OUT)/bin
-	@for b in $(TEST_BINARIES); do \
+	@for b in $(APP_BINARIES); do \
 		CGO_ENABLED=0 $(GO) build -trimpath -o $(IMAGES_OUT)/bin/$${b%%:*} $${b#*:}; \
 	done
 	@cp bin/mesh-* $(IMAGES_OUT)/bin/
 	$(GO) run ./hack/imagebuild --bin-dir $(IMAGES_OUT)/bin --out $(IMAGES_OUT) \
-		--only $$($(GO) run ./hack/imagebuild --print-components),$(TEST_IMAGES) \
+		--only $$($(GO) run ./hack/imagebuild --print-components),$(APP_IMAGES) \
 		> $(IMAGES_OUT)/built.txt
 	@if [ -S /run/lightmesh-containerd/containerd.sock ]; then \
 		while read -r ref file; do \

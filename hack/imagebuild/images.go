@@ -33,9 +33,10 @@ const (
 	corednsName = "coredns"
 )
 
-// testImages are the programs the end-to-end tests run in pods; like the components, each is
-// one binary from --bin-dir at /usr/local/bin/<name>, tagged with lightmesh's version.
-var testImages = []string{"e2e-echo"}
+// appImages are the programs the end-to-end tests and the demo run in pods; like the
+// components, each is one binary from --bin-dir at /usr/local/bin/<name>, tagged with
+// lightmesh's version, running as a non-root user.
+var appImages = []string{"e2e-echo", "demo-user-service", "demo-order-service", "demo-traffic"}
 
 // Users the images run as. mesh-proxy runs as the proxy UID whose traffic proxy-init's rules
 // let through; mesh-proxy-init runs as "nobody": its iptables binaries carry the file
@@ -87,7 +88,7 @@ type imageSpec struct {
 
 // allImages lists every image name imagebuild knows, in build order.
 func allImages() []string {
-	all := append(append([]string{}, version.Components...), testImages...)
+	all := append(append([]string{}, version.Components...), appImages...)
 	return append(all, pauseName, corednsName)
 }
 
@@ -119,7 +120,7 @@ func planImage(opts options, n string) (imageSpec, error) {
 		}
 		return imageSpec{name: n, ref: opts.imageRef(n), layer: l, entrypoint: []string{"/coredns"}}, nil
 	}
-	if !isComponent(n) && !slices.Contains(testImages, n) {
+	if !isComponent(n) && !slices.Contains(appImages, n) {
 		return imageSpec{}, fmt.Errorf("unknown image %q: choose from %s", n, strings.Join(allImages(), ", "))
 	}
 	data, err := readBinary(filepath.Join(opts.binDir, n), "make build")

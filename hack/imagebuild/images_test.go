@@ -77,7 +77,8 @@ func TestImages(t *testing.T) {
 }
 
 func TestDefaultImagesAndOrder(t *testing.T) {
-	bin := fakeBinDir(t, "mesh-controller", "mesh-proxy", "mesh-web", "e2e-echo", "pause")
+	bin := fakeBinDir(t, "mesh-controller", "mesh-proxy", "mesh-web", "e2e-echo",
+		"demo-user-service", "demo-order-service", "demo-traffic", "pause")
 	opts := options{binDir: bin, outDir: t.TempDir(), host: fakeHost(t), corednsVersion: DefaultCoreDNSVersion}
 	writeFile(t, filepath.Join(bin, "mesh-proxy-init"), "fake binary mesh-proxy-init")
 	var out, errOut bytes.Buffer
@@ -94,6 +95,9 @@ func TestDefaultImagesAndOrder(t *testing.T) {
 		"ghcr.io/lightmesh/mesh-proxy-init:" + version.Version,
 		"ghcr.io/lightmesh/mesh-web:" + version.Version,
 		"ghcr.io/lightmesh/e2e-echo:" + version.Version,
+		"ghcr.io/lightmesh/demo-user-service:" + version.Version,
+		"ghcr.io/lightmesh/demo-order-service:" + version.Version,
+		"ghcr.io/lightmesh/demo-traffic:" + version.Version,
 		"ghcr.io/lightmesh/pause:3.10",
 	}
 	if !reflect.DeepEqual(refs, want) {

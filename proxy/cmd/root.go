@@ -2,17 +2,128 @@
 package cmd
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
 	"github.com/spf13/cobra"
 
 	"github.com/lightmesh/lightmesh/internal/cmdutil"
+	"github.com/lightmesh/lightmesh/proxy/admin"
+	"github.com/lightmesh/lightmesh/proxy/config"
+	"github.com/lightmesh/lightmesh/proxy/dataplane"
+	"github.com/lightmesh/lightmesh/proxy/discovery"
+	"github.com/lightmesh/lightmesh/proxy/h1"
+	"github.com/lightmesh/lightmesh/proxy/meshtls"
 )
 
-// NewRootCmd returns the mesh-proxy command with its subcommands.
+// NewRootCmd returns the mesh-proxy command with its subcommands. Without a subcommand it
+// runs the proxy, configured by MESH_PROXY_* environment variables (see proxy/README.md).
 func NewRootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "mesh-proxy",
 		Short: "the lightmesh sidecar and gateway proxy",
+		Long: `mesh-proxy carries every TCP connection of a meshed pod: outbound on 127.0.0.1:4140,
+inbound on 4143, admin on 4191. It is configured by MESH_PROXY_* environment variables;
+proxy/README.md lists them.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.Load(os.LookupEnv)
+			if err != nil {
+				return fmt.Errorf("refusing to start: %w", err)
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			return Run(ctx, cfg, cmd.ErrOrStderr())
+		},
 	}
 	root.AddCommand(cmdutil.NewVersionCmd("mesh-proxy"))
 	return root
+}
+
+// Run runs the proxy until ctx ends (SIGTERM) or POST /shutdown, then shuts it down
+// gracefully within cfg.ShutdownGrace. Logs go to logOut.
+func Run(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
+	var handler slog.Handler = slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: cfg.LogLevel})
+	if cfg.LogFormat == "text" {
+		handler = slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: cfg.LogLevel})
+	}
+	log := slog.New(handler)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var tlsConf *meshtls.TLS
+	if !cfg.IdentityDisabled {
+		src, err := meshtls.NewFileSource(meshtls.FileSourceOptions{Dir: cfg.IdentityDir, ReloadInterval: cfg.IdentityReloadInterval, Logger: log})
+		if err != nil {
+			return fmt.Errorf("refusing to start: %w (or set MESH_PROXY_IDENTITY_DISABLED=true to run without mTLS)", err)
+		}
+		go src.Run(ctx)
+		if tlsConf, err = meshtls.New(meshtls.Options{Source: src, TrustDomain: cfg.TrustDomain}); err != nil {
+			return err
+		}
+		log.Info("identity loaded", "identity", src.Identity().String())
+	} else {
+		log.Warn("identity is disabled: traffic between proxies is plaintext")
+	}
+	opts := dataplane.Options{
+		InboundAddr: cfg.InboundAddr, OutboundAddr: cfg.OutboundAddr, TLS: tlsConf,
+		OpaquePorts: cfg.OpaquePorts, DetectTimeout: cfg.DetectTimeout, ConnectTimeout: cfg.ConnectTimeout,
+		ShutdownGrace: cfg.ShutdownGrace, PeerInboundPort: cfg.PeerInboundPort,
+		HTTP: h1.Options{
+			MaxHeaderBytes: cfg.MaxHeaderBytes, MaxHeaderCount: cfg.MaxHeaderCount,
+			ReadHeaderTimeout: cfg.ReadHeaderTimeout, IdleTimeout: cfg.IdleTimeout,
+		},
+		Logger: log,
+	}
+	if cfg.Destinations != nil {
+		opts.Resolver = discovery.Resolver(cfg.Destinations)
+	}
+	proxy, err := dataplane.New(opts)
+	if err != nil {
+		return err
+	}
+	adminSrv, err := admin.New(admin.Options{
+		Addr:     cfg.AdminAddr,
+		Metrics:  proxy.Metrics().Handler(),
+		Shutdown: cancel,
+		PodIP:    cfg.PodIP,
+		Pprof:    cfg.Pprof,
+		Logger:   log,
+		Ready: func() bool {
+			return proxy.Listening() && (tlsConf == nil || tlsConf.Ready())
+		},
+	})
+	if err != nil {
+		return err
+	}
+	if err := adminSrv.Start(); err != nil {
+		return err
+	}
+	if err := proxy.Start(); err != nil {
+		_ = adminSrv.Shutdown(context.Background())
+		return err
+	}
+	log.Info("admin listening", "addr", adminSrv.Addr().String())
+	<-ctx.Done()
+
+	log.Info("shutting down", "grace", cfg.ShutdownGrace.String())
+	graceCtx, graceCancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+	defer graceCancel()
+	err = proxy.Shutdown(graceCtx)
+	adminCtx, adminCancel := context.WithTimeout(context.Background(), time.Second)
+	defer adminCancel()
+	_ = adminSrv.Shutdown(adminCtx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		log.Warn("connections were still open at the end of the grace period and were closed")
+		return nil
+	}
+	log.Info("stopped")
+	return err
 }

@@ -1,0 +1,152 @@
+// Package admin is the proxy's admin server (port 4191): /live, /ready, /metrics,
+// /shutdown (POST from localhost only) and, behind a flag, /debug/pprof/. It answers only
+// requests whose Host is localhost, a loopback address or the pod's IP, so that a web page
+// in a browser on another origin cannot reach it (DNS rebinding).
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// DefaultAddr is the admin listener.
+const DefaultAddr = "0.0.0.0:4191"
+
+// Options configure a Server.
+type Options struct {
+	// Addr is the listen address (DefaultAddr).
+	Addr string
+	// Ready reports whether the proxy is ready: /ready answers 200 only then. Required.
+	Ready func() bool
+	// Metrics serves /metrics. Required.
+	Metrics http.Handler
+	// Shutdown is called by POST /shutdown. Required.
+	Shutdown func()
+	// PodIP is accepted as Host besides localhost and loopback addresses (optional).
+	PodIP netip.Addr
+	// Pprof serves /debug/pprof/.
+	Pprof bool
+	// Logger; slog.Default() when nil.
+	Logger *slog.Logger
+}
+
+func (o *Options) validate() error {
+	if o.Addr == "" {
+		o.Addr = DefaultAddr
+	}
+	if o.Ready == nil || o.Metrics == nil || o.Shutdown == nil {
+		return errors.New("admin: Ready, Metrics and Shutdown are required")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Server is the admin HTTP server.
+type Server struct {
+	opts Options
+	srv  *http.Server
+	ln   net.Listener
+}
+
+// New returns a server for opts.
+func New(opts Options) (*Server, error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{opts: opts}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "live") })
+	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
+		if !opts.Ready() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.Handle("GET /metrics", opts.Metrics)
+	mux.HandleFunc("POST /shutdown", func(w http.ResponseWriter, r *http.Request) {
+		if !fromLoopback(r.RemoteAddr) {
+			http.Error(w, "shutdown is only accepted from localhost", http.StatusForbidden)
+			return
+		}
+		fmt.Fprintln(w, "shutting down")
+		opts.Logger.Info("shutdown requested through the admin server")
+		go opts.Shutdown()
+	})
+	if opts.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	s.srv = &http.Server{
+		Handler:           s.checkHost(mux),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+	}
+	return s, nil
+}
+
+// Handler returns the server's handler, for tests.
+func (s *Server) Handler() http.Handler { return s.srv.Handler }
+
+// checkHost refuses requests whose Host is not this pod.
+func (s *Server) checkHost(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.allowedHost(r.Host) {
+			http.Error(w, "forbidden host; use localhost or the pod IP", http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) allowedHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	addr = addr.Unmap()
+	return addr.IsLoopback() || (s.opts.PodIP.IsValid() && addr == s.opts.PodIP.Unmap())
+}
+
+func fromLoopback(remote string) bool {
+	ap, err := netip.ParseAddrPort(remote)
+	return err == nil && ap.Addr().Unmap().IsLoopback()
+}
+
+// Start listens and serves in the background.
+func (s *Server) Start() error {
+	ln, err := net.Listen("tcp", s.opts.Addr)
+	if err != nil {
+		return fmt.Errorf("listen admin on %s: %w; is another proxy running?", s.opts.Addr, err)
+	}
+	s.ln = ln
+	go func() { _ = s.srv.Serve(ln) }()
+	return nil
+}
+
+// Addr returns the listener's address once started.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Shutdown stops the server.
+func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }

@@ -1,0 +1,74 @@
+package admin
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+func TestAdmin(t *testing.T) {
+	var ready, shutdowns atomic.Bool
+	done := make(chan struct{})
+	s, err := New(Options{
+		Ready:    ready.Load,
+		Metrics:  http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("request_total 1\n")) }),
+		Shutdown: func() { shutdowns.Store(true); close(done) },
+		PodIP:    netip.MustParseAddr("10.1.2.3"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	do := func(method, target, host, remote string) (int, string) {
+		req := httptest.NewRequest(method, target, nil)
+		req.Host = host
+		req.RemoteAddr = remote
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, req)
+		return rec.Code, rec.Body.String()
+	}
+	local := "127.0.0.1:5000"
+	for _, tc := range []struct {
+		method, target, host, remote string
+		want                         int
+	}{
+		{"GET", "/live", "localhost:4191", local, 200},
+		{"GET", "/ready", "127.0.0.1:4191", local, 503},
+		{"GET", "/metrics", "10.1.2.3:4191", "10.9.9.9:1234", 200},
+		{"GET", "/metrics", "[::1]:4191", local, 200},
+		{"GET", "/metrics", "evil.example.com", local, 403},
+		{"GET", "/metrics", "10.1.2.4:4191", local, 403},
+		{"GET", "/shutdown", "localhost", local, 405},
+		{"POST", "/shutdown", "10.1.2.3", "10.9.9.9:1234", 403},
+		{"GET", "/debug/pprof/", "localhost", local, 404},
+	} {
+		if code, body := do(tc.method, tc.target, tc.host, tc.remote); code != tc.want {
+			t.Errorf("%s %s Host %s from %s: %d %q, want %d", tc.method, tc.target, tc.host, tc.remote, code, body, tc.want)
+		}
+	}
+	ready.Store(true)
+	if code, _ := do("GET", "/ready", "localhost", local); code != 200 {
+		t.Errorf("/ready when ready: %d", code)
+	}
+	if _, body := do("GET", "/metrics", "localhost", local); !strings.Contains(body, "request_total") {
+		t.Errorf("/metrics: %q", body)
+	}
+	if code, _ := do("POST", "/shutdown", "localhost", local); code != 200 {
+		t.Errorf("/shutdown: %d", code)
+	}
+	<-done
+	if !shutdowns.Load() {
+		t.Error("shutdown was not called")
+	}
+
+	withPprof, _ := New(Options{Ready: ready.Load, Metrics: http.NotFoundHandler(), Shutdown: func() {}, Pprof: true})
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("GET", "/debug/pprof/", nil)
+	req.Host = "localhost"
+	withPprof.Handler().ServeHTTP(rec, req)
+	if rec.Code != 200 {
+		t.Errorf("pprof: %d", rec.Code)
+	}
+}

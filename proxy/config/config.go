@@ -1,0 +1,228 @@
+// Package config reads the proxy's configuration from MESH_PROXY_* environment variables
+// (proxy/README.md lists them). Every variable has a default; an invalid value is an error
+// that names the variable and says what is expected, and the proxy refuses to start.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/lightmesh/lightmesh/internal/identity"
+	"github.com/lightmesh/lightmesh/proxy/admin"
+	"github.com/lightmesh/lightmesh/proxy/dataplane"
+	"github.com/lightmesh/lightmesh/proxy/discovery"
+	"github.com/lightmesh/lightmesh/proxy/h1"
+	"github.com/lightmesh/lightmesh/proxy/meshtls"
+)
+
+// Prefix starts the name of every variable.
+const Prefix = "MESH_PROXY_"
+
+// DefaultIdentityDir is where the identity files are mounted.
+const DefaultIdentityDir = "/var/run/lightmesh/identity"
+
+// Config is the proxy's validated configuration.
+type Config struct {
+	InboundAddr, OutboundAddr, AdminAddr string
+	IdentityDisabled                     bool
+	IdentityDir                          string
+	IdentityReloadInterval               time.Duration
+	TrustDomain                          string
+	OpaquePorts                          []uint16
+	DetectTimeout, ConnectTimeout        time.Duration
+	ShutdownGrace                        time.Duration
+	PeerInboundPort                      uint16
+	MaxHeaderBytes, MaxHeaderCount       int
+	ReadHeaderTimeout, IdleTimeout       time.Duration
+	LogLevel                             slog.Level
+	LogFormat                            string
+	PodIP                                netip.Addr
+	Pprof                                bool
+	Destinations                         *discovery.Static
+}
+
+// Variable documents one setting.
+type Variable struct {
+	Name, Default, Help string
+}
+
+// Variables lists every variable with its default, as the README documents them.
+var Variables = []Variable{
+	{"INBOUND_ADDR", dataplane.DefaultInboundAddr, "inbound listener (ip:port)"},
+	{"OUTBOUND_ADDR", dataplane.DefaultOutboundAddr, "outbound listener (ip:port); keep it on loopback"},
+	{"ADMIN_ADDR", admin.DefaultAddr, "admin listener: /live, /ready, /metrics, /shutdown"},
+	{"IDENTITY_DISABLED", "false", "true: no mTLS, plaintext everywhere (tests, standalone); /ready then only needs the listeners"},
+	{"IDENTITY_DIR", DefaultIdentityDir, "folder with tls.crt (certificate and chain), tls.key and ca.crt (trust anchors), PEM; reloaded on change"},
+	{"IDENTITY_RELOAD_INTERVAL", meshtls.DefaultReloadInterval.String(), "how often the identity files are checked for changes"},
+	{"TRUST_DOMAIN", identity.DefaultTrustDomain, "the only trust domain peers may belong to"},
+	{"OPAQUE_PORTS", joinPorts(dataplane.DefaultOpaquePorts), "ports that skip protocol detection (server-speaks-first), comma-separated, ranges like 8000-8010; none for no port"},
+	{"DETECT_TIMEOUT", dataplane.DefaultDetectTimeout.String(), "how long detection waits for the client's first bytes before treating it as opaque"},
+	{"CONNECT_TIMEOUT", dataplane.DefaultConnectTimeout.String(), "bound on connecting upstream, TLS handshake included"},
+	{"SHUTDOWN_GRACE", dataplane.DefaultShutdownGrace.String(), "how long in-flight requests may finish after SIGTERM"},
+	{"PEER_INBOUND_PORT", strconv.Itoa(dataplane.DefaultPeerInboundPort), "other proxies' inbound port, for opaque TCP between proxies"},
+	{"MAX_HEADER_BYTES", strconv.Itoa(h1.DefaultMaxHeaderBytes), "largest request head (431 above)"},
+	{"MAX_HEADER_COUNT", strconv.Itoa(h1.DefaultMaxHeaderCount), "most request header fields (431 above)"},
+	{"READ_HEADER_TIMEOUT", h1.DefaultReadHeaderTimeout.String(), "time to read a request head"},
+	{"IDLE_TIMEOUT", h1.DefaultIdleTimeout.String(), "idle time before a client connection is closed"},
+	{"LOG_LEVEL", "info", "debug, info, warn or error"},
+	{"LOG_FORMAT", "json", "json or text"},
+	{"POD_IP", "", "the pod's IP: the admin server also answers requests with it as Host"},
+	{"ADMIN_PPROF", "false", "true serves /debug/pprof/ on the admin port"},
+	{"STATIC_DESTINATIONS", "", "fixed discovery table: KEY=IP:PORT[@SPIFFE-ID][|...], comma-separated (KEY is ip:port or host:port); empty: passthrough"},
+}
+
+func joinPorts(ports []uint16) string {
+	s := make([]string, len(ports))
+	for i, p := range ports {
+		s[i] = strconv.Itoa(int(p))
+	}
+	return strings.Join(s, ",")
+}
+
+// Load reads the configuration with lookup (os.LookupEnv in production).
+func Load(lookup func(string) (string, bool)) (*Config, error) {
+	l := loader{lookup: lookup}
+	c := &Config{
+		InboundAddr:            l.addr("INBOUND_ADDR"),
+		OutboundAddr:           l.addr("OUTBOUND_ADDR"),
+		AdminAddr:              l.addr("ADMIN_ADDR"),
+		IdentityDisabled:       l.bool("IDENTITY_DISABLED"),
+		IdentityDir:            l.string("IDENTITY_DIR"),
+		IdentityReloadInterval: l.duration("IDENTITY_RELOAD_INTERVAL"),
+		TrustDomain:            l.string("TRUST_DOMAIN"),
+		OpaquePorts:            l.ports("OPAQUE_PORTS"),
+		DetectTimeout:          l.duration("DETECT_TIMEOUT"),
+		ConnectTimeout:         l.duration("CONNECT_TIMEOUT"),
+		ShutdownGrace:          l.duration("SHUTDOWN_GRACE"),
+		PeerInboundPort:        uint16(l.int("PEER_INBOUND_PORT", 1, 65535)),
+		MaxHeaderBytes:         l.int("MAX_HEADER_BYTES", 1024, 1<<20),
+		MaxHeaderCount:         l.int("MAX_HEADER_COUNT", 1, 10000),
+		ReadHeaderTimeout:      l.duration("READ_HEADER_TIMEOUT"),
+		IdleTimeout:            l.duration("IDLE_TIMEOUT"),
+		LogFormat:              l.oneOf("LOG_FORMAT", "json", "text"),
+		Pprof:                  l.bool("ADMIN_PPROF"),
+	}
+	switch level := l.oneOf("LOG_LEVEL", "debug", "info", "warn", "error"); level {
+	case "debug":
+		c.LogLevel = slog.LevelDebug
+	case "warn":
+		c.LogLevel = slog.LevelWarn
+	case "error":
+		c.LogLevel = slog.LevelError
+	}
+	if c.TrustDomain != "" {
+		if err := identity.ValidateTrustDomain(c.TrustDomain); err != nil {
+			l.fail("TRUST_DOMAIN", c.TrustDomain, err.Error())
+		}
+	}
+	if v := l.string("POD_IP"); v != "" {
+		ip, err := netip.ParseAddr(v)
+		if err != nil {
+			l.fail("POD_IP", v, "write an IP address")
+		}
+		c.PodIP = ip
+	}
+	if v := l.string("STATIC_DESTINATIONS"); v != "" {
+		table, err := discovery.ParseStatic(v)
+		if err != nil {
+			l.fail("STATIC_DESTINATIONS", v, err.Error())
+		}
+		c.Destinations = table
+	}
+	if err := errors.Join(l.errs...); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+type loader struct {
+	lookup func(string) (string, bool)
+	errs   []error
+}
+
+func (l *loader) fail(name, value, want string) {
+	l.errs = append(l.errs, fmt.Errorf("invalid %s%s=%q: %s", Prefix, name, value, want))
+}
+
+func (l *loader) string(name string) string {
+	if v, ok := l.lookup(Prefix + name); ok {
+		return strings.TrimSpace(v)
+	}
+	i := slices.IndexFunc(Variables, func(v Variable) bool { return v.Name == name })
+	return Variables[i].Default
+}
+
+func (l *loader) addr(name string) string {
+	v := l.string(name)
+	if _, err := netip.ParseAddrPort(v); err != nil {
+		l.fail(name, v, "write ip:port, such as 0.0.0.0:4143")
+	}
+	return v
+}
+
+func (l *loader) bool(name string) bool {
+	v := l.string(name)
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		l.fail(name, v, "write true or false")
+	}
+	return b
+}
+
+func (l *loader) duration(name string) time.Duration {
+	v := l.string(name)
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		l.fail(name, v, "write a positive duration such as 10s or 500ms")
+	}
+	return d
+}
+
+func (l *loader) int(name string, lo, hi int) int {
+	v := l.string(name)
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		l.fail(name, v, fmt.Sprintf("write a whole number from %d to %d", lo, hi))
+	}
+	return n
+}
+
+func (l *loader) oneOf(name string, allowed ...string) string {
+	v := strings.ToLower(l.string(name))
+	if !slices.Contains(allowed, v) {
+		l.fail(name, v, "write one of "+strings.Join(allowed, ", "))
+	}
+	return v
+}
+
+func (l *loader) ports(name string) []uint16 {
+	v := l.string(name)
+	ports := []uint16{}
+	if v == "none" || v == "" {
+		return ports
+	}
+	for part := range strings.SplitSeq(v, ",") {
+		part = strings.TrimSpace(part)
+		first, last, isRange := strings.Cut(part, "-")
+		lo, err1 := strconv.ParseUint(first, 10, 16)
+		hi := lo
+		var err2 error
+		if isRange {
+			hi, err2 = strconv.ParseUint(last, 10, 16)
+		}
+		if err1 != nil || err2 != nil || lo == 0 || hi < lo || hi-lo > 4096 {
+			l.fail(name, v, "write ports from 1 to 65535 or ranges like 8000-8010, comma-separated, or none")
+			return nil
+		}
+		for p := lo; p <= hi; p++ {
+			ports = append(ports, uint16(p))
+		}
+	}
+	return ports
+}

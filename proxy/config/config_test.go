@@ -1,0 +1,63 @@
+package config
+
+import (
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) {
+		v, ok := m[strings.TrimPrefix(k, Prefix)]
+		return v, ok
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Load(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.InboundAddr != "0.0.0.0:4143" || c.OutboundAddr != "127.0.0.1:4140" || c.AdminAddr != "0.0.0.0:4191" ||
+		c.DetectTimeout != 10*time.Second || c.IdentityDisabled || c.LogLevel != slog.LevelInfo ||
+		len(c.OpaquePorts) == 0 || c.OpaquePorts[0] != 25 || c.Destinations != nil {
+		t.Errorf("defaults: %+v", c)
+	}
+}
+
+func TestValues(t *testing.T) {
+	c, err := Load(env(map[string]string{
+		"OPAQUE_PORTS": "3306, 8000-8002", "LOG_LEVEL": "DEBUG", "IDENTITY_DISABLED": "true",
+		"DETECT_TIMEOUT": "250ms", "POD_IP": "10.0.0.7",
+		"STATIC_DESTINATIONS": "10.0.0.8:80=10.0.0.8:80@spiffe://cluster.local/ns/a/sa/b",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.OpaquePorts) != 4 || c.OpaquePorts[3] != 8002 || c.LogLevel != slog.LevelDebug || !c.IdentityDisabled ||
+		c.DetectTimeout != 250*time.Millisecond || c.PodIP.String() != "10.0.0.7" || c.Destinations == nil {
+		t.Errorf("values: %+v", c)
+	}
+	if c, _ := Load(env(map[string]string{"OPAQUE_PORTS": "none"})); len(c.OpaquePorts) != 0 {
+		t.Errorf("none: %v", c.OpaquePorts)
+	}
+}
+
+func TestInvalidValuesAreAllReported(t *testing.T) {
+	_, err := Load(env(map[string]string{
+		"INBOUND_ADDR": "4143", "DETECT_TIMEOUT": "10", "OPAQUE_PORTS": "0", "LOG_LEVEL": "loud",
+		"IDENTITY_DISABLED": "maybe", "MAX_HEADER_COUNT": "0", "TRUST_DOMAIN": "Cluster.Local",
+		"STATIC_DESTINATIONS": "nonsense",
+	}))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{"MESH_PROXY_INBOUND_ADDR", "MESH_PROXY_DETECT_TIMEOUT", "MESH_PROXY_OPAQUE_PORTS",
+		"MESH_PROXY_LOG_LEVEL", "MESH_PROXY_IDENTITY_DISABLED", "MESH_PROXY_MAX_HEADER_COUNT", "MESH_PROXY_TRUST_DOMAIN",
+		"MESH_PROXY_STATIC_DESTINATIONS", "write ip:port"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %s:\n%v", want, err)
+		}
+	}
+}

@@ -1,0 +1,164 @@
+package dataplane
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+
+	"github.com/lightmesh/lightmesh/internal/identity"
+	"github.com/lightmesh/lightmesh/proxy/metrics"
+)
+
+// Directions, as metrics label them.
+const (
+	outbound = "outbound"
+	inbound  = "inbound"
+)
+
+// connInfo is what the proxy knows of an accepted connection; every request on it shares it.
+type connInfo struct {
+	direction string
+	origDst   netip.AddrPort
+	// meshed: the client is a proxy that authenticated with mTLS as clientID.
+	meshed   bool
+	clientID string
+	tls      string // metrics label
+	// h2 is true when the client speaks HTTP/2.
+	h2 bool
+}
+
+type connInfoKey struct{}
+
+func withConnInfo(ctx context.Context, ci *connInfo) context.Context {
+	return context.WithValue(ctx, connInfoKey{}, ci)
+}
+
+func connInfoFrom(ctx context.Context) *connInfo {
+	ci, _ := ctx.Value(connInfoKey{}).(*connInfo)
+	return ci
+}
+
+// infoConn carries its connInfo to the HTTP/2 server (ConnContext), and hides a *tls.Conn
+// from net/http so that it speaks HTTP/2 with prior knowledge over it.
+type infoConn struct {
+	net.Conn
+	info *connInfo
+}
+
+// chanListener hands connections the proxy accepted and classified to an http.Server.
+type chanListener struct {
+	conns  chan net.Conn
+	done   chan struct{}
+	once   sync.Once
+	closed bool
+	mu     sync.Mutex
+}
+
+func newChanListener() *chanListener {
+	return &chanListener{conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+// push hands c over; false when the listener is closed.
+func (l *chanListener) push(c net.Conn) bool {
+	select {
+	case l.conns <- c:
+		return true
+	case <-l.done:
+		return false
+	}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{} }
+
+// Exchange is one HTTP request on its way through the handler chain: each step reads what
+// the previous ones learnt and adds its own. Exchanges are pooled.
+type Exchange struct {
+	W    http.ResponseWriter
+	R    *http.Request
+	Conn *connInfo
+	// Authority is the request's host:port.
+	Authority string
+	// Target is where the request goes: the endpoint picked, or the original destination.
+	Target netip.AddrPort
+	// ServerIdentity is the identity the target must prove, ServerID its string; zero when
+	// the target is not meshed.
+	ServerIdentity identity.SpiffeID
+	ServerID       string
+	// Meshed is true when the request goes over mTLS to another proxy.
+	Meshed bool
+	// Labels are the request's metrics labels.
+	Labels metrics.Labels
+	// Status is the response status sent (or 0), Failure its classification.
+	Status  int
+	Failure bool
+	// WasHTTP1 marks a request that arrived as HTTP/1 (restored on the far side).
+	WasHTTP1 bool
+}
+
+var exchanges = sync.Pool{New: func() any { return new(Exchange) }}
+
+// Handler serves Exchanges; Middleware wraps one Handler in another.
+type Handler interface{ ServeExchange(*Exchange) }
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(*Exchange)
+
+// ServeExchange calls f.
+func (f HandlerFunc) ServeExchange(ex *Exchange) { f(ex) }
+
+// Middleware is one step of the request path.
+type Middleware func(Handler) Handler
+
+// Chain returns an http.Handler that runs the middlewares in order, the first outermost,
+// then last.
+func Chain(last Handler, middlewares ...Middleware) http.Handler {
+	h := last
+	for i := len(middlewares) - 1; i >= 0; i-- {
+		h = middlewares[i](h)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ex := exchanges.Get().(*Exchange)
+		*ex = Exchange{W: w, R: r, Conn: connInfoFrom(r.Context())}
+		defer func() {
+			*ex = Exchange{}
+			exchanges.Put(ex)
+		}()
+		h.ServeExchange(ex)
+	})
+}
+
+// serveHTTP dispatches a request to the chain of its connection's direction.
+func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	ci := connInfoFrom(r.Context())
+	if ci == nil {
+		http.Error(w, "no connection information", http.StatusInternalServerError)
+		return
+	}
+	if ci.direction == outbound {
+		p.outboundChain.ServeHTTP(w, r)
+	} else {
+		p.inboundChain.ServeHTTP(w, r)
+	}
+}
+
+type noHandler struct{}
+
+func (noHandler) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	http.Error(w, "no handler", http.StatusInternalServerError)
+}

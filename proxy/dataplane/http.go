@@ -1,0 +1,373 @@
+package dataplane
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/lightmesh/lightmesh/internal/identity"
+	"github.com/lightmesh/lightmesh/proxy/discovery"
+	"github.com/lightmesh/lightmesh/proxy/meshtls"
+	"github.com/lightmesh/lightmesh/proxy/metrics"
+)
+
+// Reasons of proxy-generated errors, sent in the Lightmesh-Proxy-Error header.
+const (
+	reasonConnectRefused   = "connection-refused"
+	reasonTimeout          = "timeout"
+	reasonIdentityMismatch = "identity-mismatch"
+	reasonTLS              = "tls-handshake-failed"
+	reasonReset            = "connection-reset"
+	reasonUpstream         = "upstream-error"
+	reasonNoEndpoints      = "no-endpoints"
+	reasonDiscovery        = "discovery-unavailable"
+	reasonTooManyHeaders   = "too-many-headers"
+	reasonNoIdentity       = "no-identity"
+)
+
+// sanitize removes hop-by-hop fields and the fields the mesh owns, sets the verified client
+// identity on inbound requests from meshed clients, refuses too many fields (431) and
+// records the request's authority and labels.
+func (p *Proxy) sanitize(direction string) Middleware {
+	return func(next Handler) Handler {
+		return HandlerFunc(func(ex *Exchange) {
+			r := ex.R
+			if fieldCount(r.Header) > p.opts.HTTP.MaxHeaderCount {
+				p.fail(ex, http.StatusRequestHeaderFieldsTooLarge, reasonTooManyHeaders, nil)
+				return
+			}
+			ex.WasHTTP1 = r.ProtoMajor == 1
+			upgrade := upgradeOf(r)
+			removeHopByHop(r.Header)
+			if upgrade != "" {
+				r.Header["Connection"] = []string{"Upgrade"}
+				r.Header["Upgrade"] = []string{upgrade}
+			}
+			if direction == inbound && ex.Conn.meshed && r.Header.Get(OrigProtoHeader) != "" {
+				ex.WasHTTP1 = true
+			}
+			removeMeshHeaders(r.Header)
+			if direction == inbound && ex.Conn.meshed {
+				r.Header[ClientIDHeader] = []string{ex.Conn.clientID}
+			}
+			ex.Authority = authorityOf(r.Host, ex.Conn.origDst)
+			ex.Target = ex.Conn.origDst
+			ex.Labels = metrics.Labels{Direction: direction, Authority: ex.Authority, TLS: ex.Conn.tls, ClientID: ex.Conn.clientID}
+			next.ServeExchange(ex)
+		})
+	}
+}
+
+// authorityOf returns host with a port: its own, or the original destination's.
+func authorityOf(host string, dst netip.AddrPort) string {
+	if host == "" {
+		return dst.String()
+	}
+	if _, _, err := net.SplitHostPort(host); err == nil {
+		return host
+	}
+	return net.JoinHostPort(host, strconv.Itoa(int(dst.Port())))
+}
+
+// resolve asks discovery where an outbound request goes and picks the endpoint.
+func (p *Proxy) resolve(next Handler) Handler {
+	return HandlerFunc(func(ex *Exchange) {
+		if p.opts.Resolver != nil {
+			dst, found, err := p.opts.Resolver.Resolve(ex.R.Context(), discovery.Target{Authority: ex.Authority, Addr: ex.Conn.origDst})
+			if err != nil {
+				p.fail(ex, http.StatusServiceUnavailable, reasonDiscovery, err)
+				return
+			}
+			if found {
+				ep, err := p.opts.Balancer.Pick(dst)
+				if err != nil {
+					p.fail(ex, http.StatusServiceUnavailable, reasonNoEndpoints, err)
+					return
+				}
+				ex.Target = ep.Addr
+				ex.Labels.Authority = dst.Name
+				if ep.Meshed() && p.opts.TLS != nil {
+					ex.Meshed = true
+					ex.ServerIdentity = ep.Identity
+					ex.ServerID = p.idString(ep.Identity)
+					ex.Labels.TLS, ex.Labels.ServerID = metrics.TLSTrue, ex.ServerID
+				}
+			}
+		}
+		next.ServeExchange(ex)
+	})
+}
+
+// observe counts the request and its response.
+func (p *Proxy) observe(next Handler) Handler {
+	return HandlerFunc(func(ex *Exchange) {
+		route := p.metrics.Route(ex.Labels)
+		route.Request()
+		start := time.Now()
+		defer func() {
+			status := ex.Status
+			if status == 0 {
+				status = http.StatusOK
+			}
+			route.Response(status, ex.Failure || status >= 500, time.Since(start))
+		}()
+		next.ServeExchange(ex)
+	})
+}
+
+// outboundForward sends a request to its target: over the mesh when it is meshed.
+func (p *Proxy) outboundForward() Handler {
+	return HandlerFunc(func(ex *Exchange) {
+		if upgradeOf(ex.R) != "" {
+			p.forwardUpgrade(ex)
+			return
+		}
+		switch {
+		case ex.Meshed:
+			if ex.WasHTTP1 {
+				ex.R.Header[OrigProtoHeader] = []string{"HTTP/1.1"}
+			}
+			p.roundTrip(ex, meshRoundTripper{p: p, ex: ex})
+		case ex.Conn.h2:
+			p.roundTrip(ex, p.clients.h2c)
+		default:
+			p.roundTrip(ex, p.clients.h1)
+		}
+	})
+}
+
+// inboundForward sends a request to the application, as HTTP/1 when it came as HTTP/1.
+func (p *Proxy) inboundForward() Handler {
+	return HandlerFunc(func(ex *Exchange) {
+		if upgradeOf(ex.R) != "" {
+			p.forwardUpgrade(ex)
+			return
+		}
+		if ex.WasHTTP1 {
+			p.roundTrip(ex, p.clients.h1)
+		} else {
+			p.roundTrip(ex, p.clients.h2c)
+		}
+	})
+}
+
+type meshRoundTripper struct {
+	p  *Proxy
+	ex *Exchange
+}
+
+func (m meshRoundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
+	return m.p.clients.meshRoundTrip(r, m.ex.Target, m.ex.ServerIdentity)
+}
+
+// roundTrip forwards ex.R with rt and streams the response back.
+func (p *Proxy) roundTrip(ex *Exchange, rt http.RoundTripper) {
+	r := ex.R
+	r.URL.Scheme = "http"
+	r.URL.Host = ex.Target.String()
+	r.RequestURI = ""
+	if r.ContentLength == 0 && r.Body != nil && r.Body != http.NoBody && len(r.TransferEncoding) == 0 && r.ProtoMajor == 1 {
+		r.Body = http.NoBody
+	}
+	resp, err := rt.RoundTrip(r)
+	if err != nil {
+		status, reason := classify(err)
+		p.fail(ex, status, reason, err)
+		return
+	}
+	defer resp.Body.Close()
+	p.writeResponse(ex, resp)
+}
+
+// writeResponse streams resp to the client: header, body (flushed as it comes) and trailers.
+func (p *Proxy) writeResponse(ex *Exchange, resp *http.Response) {
+	removeHopByHop(resp.Header)
+	if !ex.Meshed {
+		// Only a peer proxy may speak for the mesh.
+		removeMeshHeaders(resp.Header)
+	}
+	h := ex.W.Header()
+	for k, v := range resp.Header {
+		h[k] = v
+	}
+	if resp.ContentLength >= 0 {
+		h["Content-Length"] = []string{strconv.FormatInt(resp.ContentLength, 10)}
+	}
+	ex.Status = resp.StatusCode
+	ex.W.WriteHeader(resp.StatusCode)
+	if g := resp.Header.Get("Grpc-Status"); g != "" && g != "0" {
+		ex.Failure = true
+	}
+	flusher, _ := ex.W.(http.Flusher)
+	bufp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bufp)
+	buf := *bufp
+	for {
+		n, rerr := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr := ex.W.Write(buf[:n]); werr != nil {
+				ex.Failure = true
+				return
+			}
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			// The response has started: all the proxy can do is end the stream abruptly.
+			ex.Failure = true
+			p.log.Debug("upstream response ended with an error", "target", ex.Target.String(), "err", rerr)
+			panic(http.ErrAbortHandler)
+		}
+	}
+	for k, v := range resp.Trailer {
+		h[http.TrailerPrefix+k] = v
+		if k == "Grpc-Status" && len(v) > 0 && v[0] != "0" {
+			ex.Failure = true
+		}
+	}
+}
+
+// fail answers a request the proxy could not forward.
+func (p *Proxy) fail(ex *Exchange, status int, reason string, err error) {
+	ex.Status = status
+	ex.Failure = true
+	if err != nil {
+		p.log.Info("request failed", "direction", ex.Labels.Direction, "authority", ex.Authority, "target", ex.Target.String(), "reason", reason, "err", err)
+	}
+	h := ex.W.Header()
+	h.Set(ProxyErrorHeader, reason)
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	body := reason + "\n"
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	ex.W.WriteHeader(status)
+	_, _ = io.WriteString(ex.W, body)
+}
+
+// classify maps a forwarding error to a status and a reason.
+func classify(err error) (int, string) {
+	var netErr net.Error
+	switch {
+	case errors.Is(err, identity.ErrIdentityMismatch):
+		return http.StatusBadGateway, reasonIdentityMismatch
+	case errors.Is(err, meshtls.ErrNoCertificate):
+		return http.StatusServiceUnavailable, reasonNoIdentity
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return http.StatusBadGateway, reasonConnectRefused
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
+		return http.StatusGatewayTimeout, reasonTimeout
+	case errors.Is(err, identity.ErrUntrusted), errors.Is(err, identity.ErrExpired), errors.Is(err, identity.ErrNotYetValid),
+		errors.Is(err, identity.ErrWrongTrustDomain), errors.Is(err, meshtls.ErrHandshake):
+		return http.StatusBadGateway, reasonTLS
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return http.StatusBadGateway, reasonReset
+	}
+	return http.StatusBadGateway, reasonUpstream
+}
+
+// forwardUpgrade forwards an HTTP/1.1 request that asks to switch protocols (WebSocket) on
+// a connection of its own and, when the server agrees (101), copies both ways.
+func (p *Proxy) forwardUpgrade(ex *Exchange) {
+	r := ex.R
+	ctx := r.Context()
+	var upstream net.Conn
+	var err error
+	if ex.Meshed {
+		upstream, err = p.dialMesh(ctx, ex.Target, ex.ServerIdentity, meshtls.ALPNHTTP1)
+	} else {
+		upstream, err = p.dialTCP(ctx, ex.Target)
+	}
+	if err != nil {
+		status, reason := classify(err)
+		p.fail(ex, status, reason, err)
+		return
+	}
+	defer upstream.Close()
+	r.RequestURI = ""
+	r.URL.Scheme, r.URL.Host = "http", ex.Target.String()
+	if err := r.Write(upstream); err != nil {
+		p.fail(ex, http.StatusBadGateway, reasonUpstream, err)
+		return
+	}
+	br := bufio.NewReader(upstream)
+	resp, err := http.ReadResponse(br, r)
+	if err != nil {
+		status, reason := classify(err)
+		p.fail(ex, status, reason, err)
+		return
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		defer resp.Body.Close()
+		p.writeResponse(ex, resp)
+		return
+	}
+	hj, ok := ex.W.(http.Hijacker)
+	if !ok {
+		p.fail(ex, http.StatusBadGateway, reasonUpstream, errors.New("the connection cannot be taken over"))
+		return
+	}
+	client, crw, err := hj.Hijack()
+	if err != nil {
+		p.fail(ex, http.StatusBadGateway, reasonUpstream, err)
+		return
+	}
+	ex.Status = http.StatusSwitchingProtocols
+	defer client.Close()
+	upgrade := resp.Header.Get("Upgrade")
+	removeHopByHop(resp.Header)
+	if !ex.Meshed {
+		removeMeshHeaders(resp.Header)
+	}
+	resp.Header["Connection"] = []string{"Upgrade"}
+	resp.Header["Upgrade"] = []string{upgrade}
+	_, _ = crw.WriteString("HTTP/1.1 101 Switching Protocols\r\n")
+	_ = resp.Header.Write(crw)
+	_, _ = crw.WriteString("\r\n")
+	if err := crw.Flush(); err != nil {
+		return
+	}
+	// Bytes either side sent early are already buffered: pass them on first.
+	src := &bufferedConn{Conn: client, r: crw.Reader}
+	dst := &bufferedConn{Conn: upstream, r: br}
+	labels := ex.Labels
+	p.pipe(src, dst, nil, p.metrics.TCP(metrics.TCPLabels{Labels: labels, Peer: "src"}), p.metrics.TCP(metrics.TCPLabels{Labels: labels, Peer: "dst"}))
+}
+
+// bufferedConn reads through a bufio.Reader that may hold bytes already read from Conn.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+func (b *bufferedConn) CloseWrite() error {
+	if cw, ok := b.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// idStrings caches SPIFFE IDs as strings, for labels and headers without allocating.
+var idStrings sync.Map // identity.SpiffeID -> string
+
+func (p *Proxy) idString(id identity.SpiffeID) string {
+	if s, ok := idStrings.Load(id); ok {
+		return s.(string)
+	}
+	s := id.String()
+	idStrings.Store(id, s)
+	return s
+}

@@ -1,0 +1,127 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/lightmesh/lightmesh/internal/origdst"
+	"github.com/lightmesh/lightmesh/proxy/discovery"
+	"github.com/lightmesh/lightmesh/proxy/h1"
+	"github.com/lightmesh/lightmesh/proxy/meshtls"
+	"github.com/lightmesh/lightmesh/proxy/metrics"
+)
+
+// Defaults of Options.
+const (
+	DefaultInboundAddr     = "0.0.0.0:4143"
+	DefaultOutboundAddr    = "127.0.0.1:4140"
+	DefaultDetectTimeout   = 10 * time.Second
+	DefaultConnectTimeout  = 5 * time.Second
+	DefaultShutdownGrace   = 20 * time.Second
+	DefaultPeerInboundPort = 4143
+	// detectBufferSize is how many bytes protocol detection may read.
+	detectBufferSize = 8 << 10
+)
+
+// DefaultOpaquePorts are ports whose server speaks first (SMTP, MySQL, PostgreSQL, Redis,
+// memcached, ...): detection would wait for the client in vain, so they are opaque.
+var DefaultOpaquePorts = []uint16{25, 587, 3306, 4444, 5432, 6379, 9300, 11211}
+
+// OrigDstFunc returns the original destination of an accepted connection.
+type OrigDstFunc func(*net.TCPConn) (netip.AddrPort, error)
+
+// DialFunc opens a TCP connection to an address.
+type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// Options configure a Proxy. Zero fields take the defaults.
+type Options struct {
+	// InboundAddr is the inbound listener (DefaultInboundAddr); OutboundAddr the outbound
+	// one (DefaultOutboundAddr). Port 0 picks a free port (tests).
+	InboundAddr, OutboundAddr string
+	// TLS makes and checks mTLS between proxies; nil disables identity: everything is
+	// plaintext (tests and standalone runs).
+	TLS *meshtls.TLS
+	// Resolver answers discovery; nil means none (every connection is passthrough).
+	Resolver discovery.Resolver
+	// Balancer picks endpoints (a RoundRobin when nil).
+	Balancer discovery.Balancer
+	// Metrics records traffic; a new registry when nil.
+	Metrics *metrics.Registry
+	// OpaquePorts skip protocol detection (DefaultOpaquePorts when nil; empty: none).
+	OpaquePorts []uint16
+	// DetectTimeout bounds protocol detection; a silent client is opaque after it.
+	DetectTimeout time.Duration
+	// ConnectTimeout bounds every connection the proxy opens, TLS handshake included.
+	ConnectTimeout time.Duration
+	// ShutdownGrace is how long Shutdown lets in-flight work finish.
+	ShutdownGrace time.Duration
+	// PeerInboundPort is the inbound port of other proxies: opaque TCP to a meshed endpoint
+	// goes there, with the application port in the transport header (DefaultPeerInboundPort).
+	PeerInboundPort uint16
+	// HTTP limits the HTTP servers (header size and count, timeouts).
+	HTTP h1.Options
+	// OrigDst reads the original destination of accepted connections; origdst.Get when nil.
+	// Tests without iptables inject their own.
+	OrigDst OrigDstFunc
+	// Dial opens the proxy's connections; a net.Dialer when nil.
+	Dial DialFunc
+	// Logger; slog.Default() when nil.
+	Logger *slog.Logger
+}
+
+func (o *Options) validate() error {
+	if o.InboundAddr == "" {
+		o.InboundAddr = DefaultInboundAddr
+	}
+	if o.OutboundAddr == "" {
+		o.OutboundAddr = DefaultOutboundAddr
+	}
+	if o.Balancer == nil {
+		o.Balancer = &discovery.RoundRobin{}
+	}
+	if o.Metrics == nil {
+		o.Metrics = metrics.New()
+	}
+	if o.OpaquePorts == nil {
+		o.OpaquePorts = DefaultOpaquePorts
+	}
+	if o.DetectTimeout == 0 {
+		o.DetectTimeout = DefaultDetectTimeout
+	}
+	if o.ConnectTimeout == 0 {
+		o.ConnectTimeout = DefaultConnectTimeout
+	}
+	if o.ShutdownGrace == 0 {
+		o.ShutdownGrace = DefaultShutdownGrace
+	}
+	if o.PeerInboundPort == 0 {
+		o.PeerInboundPort = DefaultPeerInboundPort
+	}
+	if o.DetectTimeout < 0 || o.ConnectTimeout < 0 || o.ShutdownGrace < 0 {
+		return errors.New("dataplane: timeouts must be positive")
+	}
+	for _, addr := range []string{o.InboundAddr, o.OutboundAddr} {
+		if _, err := netip.ParseAddrPort(addr); err != nil {
+			return fmt.Errorf("dataplane: listen address %q: %w; write ip:port", addr, err)
+		}
+	}
+	if o.OrigDst == nil {
+		o.OrigDst = origdst.Get
+	}
+	if o.Dial == nil {
+		d := &net.Dialer{KeepAlive: 30 * time.Second}
+		o.Dial = d.DialContext
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	o.HTTP = o.HTTP.WithDefaults()
+	o.HTTP.Logger = o.Logger
+	o.HTTP.Handler = noHandler{} // replaced by the proxy's
+	return nil
+}

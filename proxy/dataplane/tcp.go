@@ -1,0 +1,193 @@
+package dataplane
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/lightmesh/lightmesh/internal/identity"
+	"github.com/lightmesh/lightmesh/proxy/discovery"
+	"github.com/lightmesh/lightmesh/proxy/meshtls"
+	"github.com/lightmesh/lightmesh/proxy/metrics"
+)
+
+// spliceChunk is how many bytes one splice round moves before the byte counters are updated.
+const spliceChunk = 4 << 20
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// outboundTCP sends an opaque connection where discovery says, or to its original destination.
+func (p *Proxy) outboundTCP(ctx context.Context, c *net.TCPConn, prefix []byte, dst netip.AddrPort) {
+	ep := discovery.Endpoint{Addr: dst}
+	authority := ""
+	if p.opts.Resolver != nil {
+		d, found, err := p.opts.Resolver.Resolve(ctx, discovery.Target{Addr: dst})
+		if err != nil {
+			p.log.Warn("discovery failed; closing the connection", "dst", dst.String(), "err", err)
+			c.Close()
+			return
+		}
+		if found {
+			if ep, err = p.opts.Balancer.Pick(d); err != nil {
+				p.log.Warn("no endpoint; closing the connection", "dst", dst.String(), "err", err)
+				c.Close()
+				return
+			}
+			authority = d.Name
+		}
+	}
+	if authority == "" {
+		authority = dst.String()
+	}
+	labels := metrics.Labels{Direction: outbound, Authority: authority, TLS: p.tlsLabel()}
+	var upstream net.Conn
+	var err error
+	if ep.Meshed() && p.opts.TLS != nil {
+		labels.TLS, labels.ServerID = metrics.TLSTrue, p.idString(ep.Identity)
+		upstream, err = p.dialMeshTCP(ctx, ep)
+	} else {
+		upstream, err = p.dialTCP(ctx, ep.Addr)
+	}
+	src := p.metrics.TCP(metrics.TCPLabels{Labels: labels, Peer: "src"})
+	src.Open()
+	defer src.Close()
+	if err != nil {
+		p.log.Info("outbound connection failed", "dst", ep.Addr.String(), "err", err)
+		c.Close()
+		return
+	}
+	p.pipe(c, upstream, prefix, src, p.metrics.TCP(metrics.TCPLabels{Labels: labels, Peer: "dst"}))
+}
+
+// dialMeshTCP opens mTLS to the endpoint proxy's inbound port and writes the transport
+// header naming the application port.
+func (p *Proxy) dialMeshTCP(ctx context.Context, ep discovery.Endpoint) (net.Conn, error) {
+	tc, err := p.dialMesh(ctx, netip.AddrPortFrom(ep.Addr.Addr(), p.opts.PeerInboundPort), ep.Identity, meshtls.ALPNTCP)
+	if err != nil {
+		return nil, err
+	}
+	hdr := [4]byte{'L', 'M'}
+	binary.BigEndian.PutUint16(hdr[2:], ep.Addr.Port())
+	if _, err := tc.Write(hdr[:]); err != nil {
+		tc.Close()
+		return nil, err
+	}
+	return tc, nil
+}
+
+// inboundTCP copies a connection to the application at dst.
+func (p *Proxy) inboundTCP(ctx context.Context, c net.Conn, prefix []byte, ci *connInfo, dst netip.AddrPort) {
+	labels := metrics.Labels{Direction: inbound, Authority: dst.String(), TLS: ci.tls, ClientID: ci.clientID}
+	src := p.metrics.TCP(metrics.TCPLabels{Labels: labels, Peer: "src"})
+	src.Open()
+	defer src.Close()
+	upstream, err := p.dialTCP(ctx, dst)
+	if err != nil {
+		p.log.Info("connection to the application failed", "dst", dst.String(), "err", err)
+		c.Close()
+		return
+	}
+	p.pipe(c, upstream, prefix, src, p.metrics.TCP(metrics.TCPLabels{Labels: labels, Peer: "dst"}))
+}
+
+// dialTCP opens a TCP connection within the connect timeout.
+func (p *Proxy) dialTCP(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.opts.ConnectTimeout)
+	defer cancel()
+	return p.opts.Dial(ctx, "tcp", addr.String())
+}
+
+// dialMesh opens mTLS with the proxy of server at addr, offering alpn.
+func (p *Proxy) dialMesh(ctx context.Context, addr netip.AddrPort, server identity.SpiffeID, alpn string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.opts.ConnectTimeout)
+	defer cancel()
+	c, err := p.opts.Dial(ctx, "tcp", addr.String())
+	if err != nil {
+		return nil, err
+	}
+	return p.opts.TLS.Client(ctx, c, server, alpn)
+}
+
+// pipe copies between the accepted connection a and the opened one b, prefix (bytes already
+// read from a) first, both directions at once; each direction's end is passed on as a
+// half-close, and both connections are closed when both directions end.
+func (p *Proxy) pipe(a, b net.Conn, prefix []byte, am, bm *metrics.TCP) {
+	bm.Open()
+	defer bm.Close()
+	defer a.Close()
+	defer b.Close()
+	if len(prefix) > 0 {
+		n, err := b.Write(prefix)
+		am.Read(int64(len(prefix)))
+		bm.Write(int64(n))
+		if err != nil {
+			return
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := copyHalf(b, a, am.Read, bm.Write); err != nil {
+			a.Close()
+			b.Close()
+		}
+	}()
+	if err := copyHalf(a, b, bm.Read, am.Write); err != nil {
+		a.Close()
+		b.Close()
+	}
+	<-done
+}
+
+// copyHalf copies src to dst until src ends, then half-closes dst. Between two TCP
+// connections the kernel splices; otherwise a pooled buffer carries the bytes.
+func copyHalf(dst, src net.Conn, read, wrote func(int64)) error {
+	var err error
+	dt, dstTCP := dst.(*net.TCPConn)
+	st, srcTCP := src.(*net.TCPConn)
+	if dstTCP && srcTCP {
+		for {
+			var n int64
+			n, err = io.CopyN(dt, st, spliceChunk)
+			read(n)
+			wrote(n)
+			if err != nil {
+				break
+			}
+		}
+	} else {
+		bufp := copyBuffers.Get().(*[]byte)
+		buf := *bufp
+		for {
+			n, rerr := src.Read(buf)
+			if n > 0 {
+				read(int64(n))
+				m, werr := dst.Write(buf[:n])
+				wrote(int64(m))
+				if werr != nil {
+					err = werr
+					break
+				}
+			}
+			if rerr != nil {
+				err = rerr
+				break
+			}
+		}
+		copyBuffers.Put(bufp)
+	}
+	if errors.Is(err, io.EOF) {
+		err = nil
+	}
+	if err != nil {
+		return err
+	}
+	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
