@@ -13,6 +13,6 @@ func NewRootCmd() *cobra.Command {
 		Use:   "mesh-controller",
 		Short: "the lightmesh control plane (identity, destination, injector, policy, stats)",
 	}
-	root.AddCommand(cmdutil.NewVersionCmd("mesh-controller"))
+	root.AddCommand(cmdutil.NewVersionCmd("mesh-controller"), newCmdIdentity())
 	return root
 }
