@@ -373,9 +373,9 @@ func (v *Values) Set(assignment string) error {
 			return fmt.Errorf("%s: no such value (at %q); see `mesh install --show-values`", path, strings.Join(keys[:i+1], "."))
 		}
 		if i == len(keys)-1 {
-			switch current.(type) {
+			switch current := current.(type) {
 			case map[string]any:
-				return fmt.Errorf("%s is a group of values; set one of its keys, like %s.%s", path, path, firstKey(current.(map[string]any)))
+				return fmt.Errorf("%s is a group of values; set one of its keys, like %s.%s", path, path, firstKey(current))
 			case string:
 				node[key] = value
 			default:

@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -71,7 +72,8 @@ func (k *kubeOptions) installedValues(ctx context.Context, namespace string) (in
 // isInstalled reports whether namespace holds a lightmesh installation.
 func (k *kubeOptions) isInstalled(ctx context.Context, namespace string) (bool, error) {
 	_, err := k.installedValues(ctx, namespace)
-	if _, missing := err.(errNotInstalled); missing {
+	var notInstalled errNotInstalled
+	if errors.As(err, &notInstalled) {
 		return false, nil
 	}
 	return err == nil, err

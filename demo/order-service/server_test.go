@@ -31,13 +31,13 @@ func (f *fakeUsers) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	switch {
 	case f.failing:
-		w.WriteHeader(500)
-		io.WriteString(w, `{"error":"injected failure","version":"`+f.version+`"}`)
+		w.WriteHeader(http.StatusInternalServerError)
+		_, _ = io.WriteString(w, `{"error":"injected failure","version":"`+f.version+`"}`)
 	case r.URL.Path == "/api/users/1":
-		io.WriteString(w, `{"id":"1","name":"Alice","email":"alice@example.com","version":"`+f.version+`"}`)
+		_, _ = io.WriteString(w, `{"id":"1","name":"Alice","email":"alice@example.com","version":"`+f.version+`"}`)
 	default:
-		w.WriteHeader(404)
-		io.WriteString(w, `{"error":"no user","version":"`+f.version+`"}`)
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = io.WriteString(w, `{"error":"no user","version":"`+f.version+`"}`)
 	}
 }
 

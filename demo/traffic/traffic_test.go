@@ -29,27 +29,27 @@ func (f *fakeOrders) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	switch {
-	case r.Method == "POST" && r.URL.Path == "/api/orders":
+	case r.Method == http.MethodPost && r.URL.Path == "/api/orders":
 		f.posts++
 		var in map[string]any
 		_ = json.NewDecoder(r.Body).Decode(&in)
 		f.bodies = append(f.bodies, fmt.Sprint(in["userId"]))
 		f.created++
 		w.Header().Set("x-user-version", []string{"v1", "v2"}[f.created%2])
-		w.WriteHeader(201)
+		w.WriteHeader(http.StatusCreated)
 		fmt.Fprintf(w, `{"id":"%d"}`, f.created)
-	case r.Method == "GET" && strings.HasPrefix(r.URL.Path, "/api/orders/"):
+	case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/api/orders/"):
 		f.gets++
 		var id int
 		if _, err := fmt.Sscan(strings.TrimPrefix(r.URL.Path, "/api/orders/"), &id); err != nil || id < 1 || id > f.created {
 			f.unknown++
-			w.WriteHeader(404)
+			w.WriteHeader(http.StatusNotFound)
 			return
 		}
 		w.Header().Set("x-user-version", "v1")
 		fmt.Fprint(w, `{}`)
 	default:
-		w.WriteHeader(400)
+		w.WriteHeader(http.StatusBadRequest)
 	}
 }
 
@@ -59,7 +59,7 @@ type failingUsers struct{ hits atomic.Int64 }
 func (f *failingUsers) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.hits.Add(1)
 	w.Header().Set("x-version", "v2")
-	w.WriteHeader(500)
+	w.WriteHeader(http.StatusInternalServerError)
 }
 
 func testOptions(orderURL, userURL string) options {
@@ -163,7 +163,7 @@ func TestRunStopsWhenCancelled(t *testing.T) {
 		if hits.Add(1) == 5 {
 			once.Do(func() { close(seen) })
 		}
-		w.WriteHeader(200)
+		w.WriteHeader(http.StatusOK)
 		fmt.Fprint(w, `{"id":"1"}`)
 	}))
 	defer srv.Close()

@@ -192,7 +192,7 @@ func TestServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != 200 || resp.Header.Get("x-version") != "v2" {
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("x-version") != "v2" {
 		t.Errorf("GET /api/users/1: %d x-version=%q", resp.StatusCode, resp.Header.Get("x-version"))
 	}
 

@@ -89,7 +89,7 @@ func findPodTemplate(obj map[string]any, w workload) (*podTemplate, error) {
 		return nil, fmt.Errorf("%s: %w", specPath, err)
 	}
 	if err := json.Unmarshal(raw, &t.typed); err != nil {
-		return nil, fmt.Errorf("%s is not a valid pod spec: %v; fix the manifest", specPath, err)
+		return nil, fmt.Errorf("%s is not a valid pod spec: %w; fix the manifest", specPath, err)
 	}
 	return t, nil
 }

@@ -400,7 +400,9 @@ func uninjectTemplate(t *podTemplate) (Action, string, bool, error) {
 	}
 	t.removeSidecar()
 	if _, marked := annotations[AnnotationAnnotatedBy]; marked {
-		unannotate(t, annotations)
+		if _, _, _, err := unannotate(t, annotations); err != nil {
+			return "", "", false, err
+		}
 	}
 	return Uninjected, "", true, nil
 }

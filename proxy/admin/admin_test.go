@@ -65,7 +65,7 @@ func TestAdmin(t *testing.T) {
 
 	withPprof, _ := New(Options{Ready: ready.Load, Metrics: http.NotFoundHandler(), Shutdown: func() {}, Pprof: true})
 	rec := httptest.NewRecorder()
-	req := httptest.NewRequest("GET", "/debug/pprof/", nil)
+	req := httptest.NewRequest(http.MethodGet, "/debug/pprof/", nil)
 	req.Host = "localhost"
 	withPprof.Handler().ServeHTTP(rec, req)
 	if rec.Code != 200 {

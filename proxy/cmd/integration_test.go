@@ -63,9 +63,13 @@ func helperApp() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "hello %s from %s", r.Header.Get("Lightmesh-Client-Id"), r.RemoteAddr)
-	}))
+	go func() {
+		// Serve returns only when the listener fails; say so, or the test sees only refusals.
+		err := http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "hello %s from %s", r.Header.Get("Lightmesh-Client-Id"), r.RemoteAddr)
+		}))
+		fmt.Fprintln(os.Stderr, "http app:", err)
+	}()
 	tl, err := net.Listen("tcp", ":5432")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -49,11 +49,9 @@ type infoConn struct {
 
 // chanListener hands connections the proxy accepted and classified to an http.Server.
 type chanListener struct {
-	conns  chan net.Conn
-	done   chan struct{}
-	once   sync.Once
-	closed bool
-	mu     sync.Mutex
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
 }
 
 func newChanListener() *chanListener {

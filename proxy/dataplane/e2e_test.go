@@ -3,6 +3,7 @@ package dataplane
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -23,7 +24,17 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-func get(t *testing.T, c *http.Client, url string) (*http.Response, string) {
+// response is what get reports of a response whose body it has read and closed.
+type response struct {
+	StatusCode       int
+	Proto            string
+	ProtoMajor       int
+	Header           http.Header
+	TransferEncoding []string
+}
+
+// get fetches url and returns the response and its body, which it reads and closes.
+func get(t *testing.T, c *http.Client, url string) (response, string) {
 	t.Helper()
 	resp, err := c.Get(url)
 	if err != nil {
@@ -34,7 +45,13 @@ func get(t *testing.T, c *http.Client, url string) (*http.Response, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return resp, string(body)
+	return response{
+		StatusCode:       resp.StatusCode,
+		Proto:            resp.Proto,
+		ProtoMajor:       resp.ProtoMajor,
+		Header:           resp.Header,
+		TransferEncoding: resp.TransferEncoding,
+	}, string(body)
 }
 
 func TestHTTP1KeepAliveOverMTLS(t *testing.T) {
@@ -54,7 +71,7 @@ func TestHTTP1KeepAliveOverMTLS(t *testing.T) {
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != 200 || string(body) != "POST /hello 3" {
+		if resp.StatusCode != http.StatusOK || string(body) != "POST /hello 3" {
 			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
 		}
 		if got := resp.Header.Get("X-Seen-Client-Id"); got != clientSA {
@@ -118,9 +135,9 @@ func TestChunkedAndStatusCodes(t *testing.T) {
 	if string(body) != "POST /upload 50" {
 		t.Errorf("chunked upload: %q", body)
 	}
-	resp, body2 := get(t, client, "http://"+app.addr+"/chunks")
-	if body2 != "chunk0;chunk1;chunk2;chunk3;chunk4;" || len(resp.TransferEncoding) == 0 {
-		t.Errorf("chunked response: %q %v", body2, resp.TransferEncoding)
+	chunked, body2 := get(t, client, "http://"+app.addr+"/chunks")
+	if body2 != "chunk0;chunk1;chunk2;chunk3;chunk4;" || len(chunked.TransferEncoding) == 0 {
+		t.Errorf("chunked response: %q %v", body2, chunked.TransferEncoding)
 	}
 	for _, code := range []int{201, 404, 503} {
 		resp, _ := get(t, client, fmt.Sprintf("http://%s/status/%d", app.addr, code))
@@ -163,7 +180,7 @@ func TestPassthroughWithoutDiscovery(t *testing.T) {
 	m := newMesh(t, meshConfig{})
 	app := startApp(t) // not in discovery: A sends it straight to the app
 	resp, body := get(t, m.httpClient(false), "http://"+app.addr+"/direct")
-	if resp.StatusCode != 200 || body != "GET /direct 0" || resp.Header.Get("X-Seen-Client-Id") != "" {
+	if resp.StatusCode != http.StatusOK || body != "GET /direct 0" || resp.Header.Get("X-Seen-Client-Id") != "" {
 		t.Fatalf("%d %q client id %q", resp.StatusCode, body, resp.Header.Get("X-Seen-Client-Id"))
 	}
 	if got := m.a.metrics.Sample("request_total", map[string]string{"direction": "outbound", "tls": "no_identity"}); got != 1 {
@@ -278,7 +295,9 @@ func TestWebSocketUpgrade(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if resp.StatusCode != 101 || resp.Header.Get("Upgrade") != "websocket" {
+			// A 101 has no body: what follows it on c is the upgraded stream, read through br.
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("Upgrade") != "websocket" {
 				t.Fatalf("upgrade answered %d %v", resp.StatusCode, resp.Header)
 			}
 			wantID := ""
@@ -458,7 +477,7 @@ func TestGRPC(t *testing.T) {
 		if err := stream.CloseSend(); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := stream.Recv(); err != io.EOF {
+		if _, err := stream.Recv(); !errors.Is(err, io.EOF) {
 			t.Errorf("end of stream: %v", err)
 		}
 	})
@@ -479,7 +498,7 @@ func (testService) UnaryCall(_ context.Context, req *testgrpc.SimpleRequest) (*t
 func (testService) FullDuplexCall(stream testgrpc.TestService_FullDuplexCallServer) error {
 	for {
 		req, err := stream.Recv()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return nil
 		}
 		if err != nil {

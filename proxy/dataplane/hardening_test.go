@@ -114,7 +114,7 @@ func TestProxyErrors(t *testing.T) {
 		m := newMesh(t, meshConfig{})
 		addr := closedPort(t)
 		resp, _ := get(t, m.httpClient(false), "http://"+addr+"/")
-		if resp.StatusCode != 502 || resp.Header.Get(ProxyErrorHeader) != "connection-refused" {
+		if resp.StatusCode != http.StatusBadGateway || resp.Header.Get(ProxyErrorHeader) != "connection-refused" {
 			t.Errorf("answered %d %q", resp.StatusCode, resp.Header.Get(ProxyErrorHeader))
 		}
 	})
@@ -123,7 +123,7 @@ func TestProxyErrors(t *testing.T) {
 		app := startApp(t)
 		m.serve(t, app.addr, "spiffe://cluster.local/ns/test/sa/someone-else")
 		resp, _ := get(t, m.httpClient(false), "http://"+app.addr+"/")
-		if resp.StatusCode != 502 || resp.Header.Get(ProxyErrorHeader) != "identity-mismatch" {
+		if resp.StatusCode != http.StatusBadGateway || resp.Header.Get(ProxyErrorHeader) != "identity-mismatch" {
 			t.Errorf("answered %d %q", resp.StatusCode, resp.Header.Get(ProxyErrorHeader))
 		}
 		if app.requests.Load() != 0 {
@@ -138,7 +138,7 @@ func TestProxyErrors(t *testing.T) {
 		app := startApp(t)
 		m.serve(t, app.addr, serverSA)
 		resp, _ := get(t, m.httpClient(false), "http://"+app.addr+"/")
-		if resp.StatusCode != 502 || resp.Header.Get(ProxyErrorHeader) != "tls-handshake-failed" {
+		if resp.StatusCode != http.StatusBadGateway || resp.Header.Get(ProxyErrorHeader) != "tls-handshake-failed" {
 			t.Errorf("answered %d %q", resp.StatusCode, resp.Header.Get(ProxyErrorHeader))
 		}
 		if app.requests.Load() != 0 {

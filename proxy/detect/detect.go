@@ -128,12 +128,22 @@ func isTokenChar(c byte) bool {
 // client stops sending (EOF) or timeout passes, and returns the protocol and the bytes read,
 // which the caller must replay. A full buffer whose start looks like a request line is
 // HTTP/1 (the HTTP server answers a line that long); timeouts and EOF mean Opaque. Only
-// other read errors are returned. The read deadline is cleared before returning.
+// other read errors are returned. The read deadline is cleared before returning; if that
+// fails, its error is returned, as the connection would otherwise time out later.
 func Detect(conn net.Conn, buf []byte, timeout time.Duration) (Protocol, []byte, error) {
 	if err := conn.SetReadDeadline(time.Now().Add(timeout)); err != nil {
 		return Opaque, nil, err
 	}
-	defer conn.SetReadDeadline(time.Time{})
+	p, prefix, err := peek(conn, buf)
+	// A deadline left in place would cut off whoever serves the connection next.
+	if cerr := conn.SetReadDeadline(time.Time{}); cerr != nil && err == nil {
+		return p, prefix, cerr
+	}
+	return p, prefix, err
+}
+
+// peek is Detect's read loop, run under the read deadline Detect set.
+func peek(conn net.Conn, buf []byte) (Protocol, []byte, error) {
 	n := 0
 	for n < len(buf) {
 		m, err := conn.Read(buf[n:])
@@ -186,5 +196,5 @@ func (c *PrefixConn) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
-	return c.Conn.Close()
+	return c.Close()
 }

@@ -45,9 +45,9 @@ func TestSNI(t *testing.T) {
 	}
 }
 
-// handshake runs a client and a server handshake over a pipe and returns their errors and
-// the identity the server saw.
-func handshake(t *testing.T, client, server *meshtls.TLS, want identity.SpiffeID) (clientErr, serverErr error, seen identity.SpiffeID) {
+// handshake runs a client and a server handshake over a pipe and returns the identity the
+// server saw and their errors.
+func handshake(t *testing.T, client, server *meshtls.TLS, want identity.SpiffeID) (seen identity.SpiffeID, clientErr, serverErr error) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -88,7 +88,7 @@ func handshake(t *testing.T, client, server *meshtls.TLS, want identity.SpiffeID
 	}
 	a.Close()
 	<-done
-	return clientErr, serverErr, seen
+	return seen, clientErr, serverErr
 }
 
 func newTLS(t *testing.T, src meshtls.Source, clock identity.Clock) *meshtls.TLS {
@@ -106,7 +106,7 @@ func TestHandshake(t *testing.T) {
 	server := newTLS(t, pki.Source(t, serverID), nil)
 
 	t.Run("ok", func(t *testing.T) {
-		clientErr, serverErr, seen := handshake(t, newTLS(t, pki.Source(t, clientID), nil), server, testpki.ID(t, serverID))
+		seen, clientErr, serverErr := handshake(t, newTLS(t, pki.Source(t, clientID), nil), server, testpki.ID(t, serverID))
 		if clientErr != nil || serverErr != nil {
 			t.Fatalf("client: %v, server: %v", clientErr, serverErr)
 		}
@@ -115,7 +115,7 @@ func TestHandshake(t *testing.T) {
 		}
 	})
 	t.Run("identity mismatch fails closed", func(t *testing.T) {
-		clientErr, _, _ := handshake(t, newTLS(t, pki.Source(t, clientID), nil), server, testpki.ID(t, "spiffe://cluster.local/ns/shop/sa/payments"))
+		_, clientErr, _ := handshake(t, newTLS(t, pki.Source(t, clientID), nil), server, testpki.ID(t, "spiffe://cluster.local/ns/shop/sa/payments"))
 		if !errors.Is(clientErr, identity.ErrIdentityMismatch) {
 			t.Errorf("client error %v, want %v", clientErr, identity.ErrIdentityMismatch)
 		}
@@ -124,7 +124,7 @@ func TestHandshake(t *testing.T) {
 		stranger := other.Source(t, clientID)
 		// The stranger trusts our anchors, so only the server's check can refuse it.
 		mixed := &mixedSource{cert: stranger, anchors: pki.Source(t, clientID)}
-		clientErr, serverErr, _ := handshake(t, newTLS(t, mixed, nil), server, testpki.ID(t, serverID))
+		_, clientErr, serverErr := handshake(t, newTLS(t, mixed, nil), server, testpki.ID(t, serverID))
 		if !errors.Is(serverErr, identity.ErrUntrusted) {
 			t.Errorf("server error %v, want %v", serverErr, identity.ErrUntrusted)
 		}
@@ -133,7 +133,7 @@ func TestHandshake(t *testing.T) {
 		}
 	})
 	t.Run("server from an unknown CA is refused", func(t *testing.T) {
-		clientErr, _, _ := handshake(t, newTLS(t, pki.Source(t, clientID), nil), newTLS(t, other.Source(t, serverID), nil), testpki.ID(t, serverID))
+		_, clientErr, _ := handshake(t, newTLS(t, pki.Source(t, clientID), nil), newTLS(t, other.Source(t, serverID), nil), testpki.ID(t, serverID))
 		if !errors.Is(clientErr, identity.ErrUntrusted) {
 			t.Errorf("client error %v, want %v", clientErr, identity.ErrUntrusted)
 		}
@@ -141,14 +141,14 @@ func TestHandshake(t *testing.T) {
 	t.Run("expired client certificate is refused", func(t *testing.T) {
 		src := pki.Source(t, clientID)
 		src.SetCertificate(pki.LeafAt(t, clientID, time.Now().Add(-48*time.Hour), time.Hour))
-		_, serverErr, _ := handshake(t, newTLS(t, src, nil), server, testpki.ID(t, serverID))
+		_, _, serverErr := handshake(t, newTLS(t, src, nil), server, testpki.ID(t, serverID))
 		if !errors.Is(serverErr, identity.ErrExpired) {
 			t.Errorf("server error %v, want %v", serverErr, identity.ErrExpired)
 		}
 	})
 	t.Run("server certificate expired by the clock is refused", func(t *testing.T) {
 		clock := identity.NewFakeClock(time.Now().Add(25 * time.Hour))
-		clientErr, _, _ := handshake(t, newTLS(t, pki.Source(t, clientID), clock), server, testpki.ID(t, serverID))
+		_, clientErr, _ := handshake(t, newTLS(t, pki.Source(t, clientID), clock), server, testpki.ID(t, serverID))
 		if !errors.Is(clientErr, identity.ErrExpired) {
 			t.Errorf("client error %v, want %v", clientErr, identity.ErrExpired)
 		}
@@ -156,7 +156,7 @@ func TestHandshake(t *testing.T) {
 	t.Run("no certificate", func(t *testing.T) {
 		src := pki.Source(t, clientID)
 		src.SetCertificate(nil)
-		clientErr, serverErr, _ := handshake(t, newTLS(t, src, nil), server, testpki.ID(t, serverID))
+		_, clientErr, serverErr := handshake(t, newTLS(t, src, nil), server, testpki.ID(t, serverID))
 		if clientErr == nil || serverErr == nil {
 			t.Errorf("client: %v, server: %v; want both to fail", clientErr, serverErr)
 		}

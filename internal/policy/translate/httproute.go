@@ -58,7 +58,7 @@ func (r *resource) httpRoute() {
 		if p.Kind != nil {
 			kind = string(*p.Kind)
 		}
-		if !(group == "" || group == "core") || kind != "Service" {
+		if (group != "" && group != "core") || kind != "Service" {
 			r.unsupported(path, fmt.Sprintf("parent %s %s is not supported by lightmesh, which attaches HTTPRoutes to Services (GAMMA: group \"\", kind Service); this parent is ignored", kind, p.Name))
 			continue
 		}
@@ -312,7 +312,7 @@ func (r *resource) gatewayBackends(path string, refs []gwv1.HTTPBackendRef) ([]p
 		if b.Kind != nil {
 			kind = string(*b.Kind)
 		}
-		if !(group == "" || group == "core") || kind != "Service" {
+		if (group != "" && group != "core") || kind != "Service" {
 			r.unsupported(bPath, fmt.Sprintf("backend %s %s is not supported by lightmesh (Services are); its share of the traffic is left out", kind, b.Name))
 			continue
 		}

@@ -218,7 +218,7 @@ func TestHTTPRouteRuleFeatures(t *testing.T) {
 		t.Errorf("timeout %s retries %+v, want 10s %+v", split.Timeout, split.Retries, wantRetries)
 	}
 	redirect := byName["redirect"].Redirect
-	if redirect == nil || redirect.StatusCode != 302 || redirect.Scheme != "https" || redirect.Port != 443 || redirect.Path.Value != "/new" {
+	if redirect == nil || redirect.StatusCode != http.StatusFound || redirect.Scheme != "https" || redirect.Port != 443 || redirect.Path.Value != "/new" {
 		t.Errorf("redirect %+v", redirect)
 	}
 	for _, name := range []string{"no-backends", "ext-auth"} {

@@ -395,7 +395,7 @@ func validateHost(host string) error {
 			return fmt.Errorf("host %q has an empty or too long label; write a DNS name such as user-service or api.example.com", host)
 		}
 		for _, c := range label {
-			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
 				return fmt.Errorf("host %q has the character %q; use letters, digits, '-' and '.', and '*' only as a leading \"*.\"", host, c)
 			}
 		}

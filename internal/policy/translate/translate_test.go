@@ -580,7 +580,7 @@ func TestVirtualServiceSemantics(t *testing.T) {
 	if fault.Delay.Delay.D() != 5*time.Second || fault.Delay.Percent != 10 || fault.Abort.Status != 503 || fault.Abort.Percent != 5 {
 		t.Errorf("fault %+v %+v", fault.Delay, fault.Abort)
 	}
-	if rd := routes[4].Redirect; rd.StatusCode != 301 || rd.Authority != "example.com" || routes[4].RedirectPath("/old") != "/new" {
+	if rd := routes[4].Redirect; rd.StatusCode != http.StatusMovedPermanently || rd.Authority != "example.com" || routes[4].RedirectPath("/old") != "/new" {
 		t.Errorf("redirect %+v", rd)
 	}
 	if dr := routes[5].DirectResponse; dr.Status != 418 || dr.Body != "short and stout" {
