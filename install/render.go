@@ -263,6 +263,12 @@ func deployment(v Values) *appsv1.Deployment {
 							"--serving-name", "identity." + v.Namespace + ".svc." + v.ClusterDomain,
 							"--log-level", v.Controller.LogLevel,
 						},
+						// The identity service records issuer problems as Events on its own Pod.
+						Env: []corev1.EnvVar{
+							fieldEnv("POD_NAME", "metadata.name"),
+							fieldEnv("POD_NAMESPACE", "metadata.namespace"),
+							fieldEnv("POD_UID", "metadata.uid"),
+						},
 						Ports: []corev1.ContainerPort{
 							{Name: "identity", ContainerPort: IdentityPort, Protocol: corev1.ProtocolTCP},
 							{Name: "admin", ContainerPort: AdminPort, Protocol: corev1.ProtocolTCP},
@@ -335,4 +341,11 @@ func pruneCreationTimestamps(v any) {
 			pruneCreationTimestamps(child)
 		}
 	}
+}
+
+// fieldEnv is an environment variable filled from the pod's own fields (downward API).
+func fieldEnv(name, fieldPath string) corev1.EnvVar {
+	return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{
+		FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: fieldPath},
+	}}
 }

@@ -30,13 +30,13 @@
 //
 // # The proxy's environment
 //
-//	POD_NAME, POD_NAMESPACE, POD_IP, SERVICE_ACCOUNT   downward API
+//	MESH_PROXY_POD_NAME, _POD_NAMESPACE, _POD_IP, _SERVICE_ACCOUNT   downward API
 //	MESH_PROXY_LOG_LEVEL            debug|info|warn|error
 //	MESH_PROXY_LOG_FORMAT           plain|json
 //	MESH_PROXY_INBOUND_ADDR         0.0.0.0:4143
 //	MESH_PROXY_OUTBOUND_ADDR        127.0.0.1:4140
 //	MESH_PROXY_ADMIN_ADDR           0.0.0.0:4191
-//	MESH_PROXY_INBOUND_PORTS_OPAQUE comma-separated ports and ranges; absent when none
+//	MESH_PROXY_OPAQUE_PORTS comma-separated ports and ranges; absent when none
 //	MESH_PROXY_INGRESS_MODE         "true", only for lightmesh.io/inject: ingress
 //	MESH_PROXY_DESTINATION_ADDR     destination.<cp-ns>.svc.<cluster-domain>:8086
 //	MESH_PROXY_IDENTITY_ADDR        identity.<cp-ns>.svc.<cluster-domain>:8080 (its host is the

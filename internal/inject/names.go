@@ -58,16 +58,16 @@ const (
 
 // The proxy's environment variables.
 const (
-	EnvPodName              = "POD_NAME"
-	EnvPodNamespace         = "POD_NAMESPACE"
-	EnvPodIP                = "POD_IP"
-	EnvServiceAccount       = "SERVICE_ACCOUNT"
+	EnvPodName              = "MESH_PROXY_POD_NAME"
+	EnvPodNamespace         = "MESH_PROXY_POD_NAMESPACE"
+	EnvPodIP                = "MESH_PROXY_POD_IP"
+	EnvServiceAccount       = "MESH_PROXY_SERVICE_ACCOUNT"
 	EnvLogLevel             = "MESH_PROXY_LOG_LEVEL"
 	EnvLogFormat            = "MESH_PROXY_LOG_FORMAT"
 	EnvInboundAddr          = "MESH_PROXY_INBOUND_ADDR"
 	EnvOutboundAddr         = "MESH_PROXY_OUTBOUND_ADDR"
 	EnvAdminAddr            = "MESH_PROXY_ADMIN_ADDR"
-	EnvInboundPortsOpaque   = "MESH_PROXY_INBOUND_PORTS_OPAQUE"
+	EnvInboundPortsOpaque   = "MESH_PROXY_OPAQUE_PORTS"
 	EnvIngressMode          = "MESH_PROXY_INGRESS_MODE"
 	EnvDestinationAddr      = "MESH_PROXY_DESTINATION_ADDR"
 	EnvIdentityAddr         = "MESH_PROXY_IDENTITY_ADDR"

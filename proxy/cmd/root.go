@@ -20,7 +20,9 @@ import (
 	"github.com/lightmesh/lightmesh/proxy/dataplane"
 	"github.com/lightmesh/lightmesh/proxy/discovery"
 	"github.com/lightmesh/lightmesh/proxy/h1"
+	proxyidentity "github.com/lightmesh/lightmesh/proxy/identity"
 	"github.com/lightmesh/lightmesh/proxy/meshtls"
+	"github.com/lightmesh/lightmesh/proxy/metrics"
 )
 
 // NewRootCmd returns the mesh-proxy command with its subcommands. Without a subcommand it
@@ -47,30 +49,66 @@ proxy/README.md lists them.`,
 	return root
 }
 
+// certificateSource starts what gives the proxy its certificate: the controller's identity
+// service when cfg.IdentityAddr is set, else the identity files in cfg.IdentityDir.
+func certificateSource(ctx context.Context, cfg *config.Config, registry *metrics.Registry, log *slog.Logger) (meshtls.Source, error) {
+	if cfg.IdentityAddr != "" {
+		client, err := proxyidentity.NewClient(proxyidentity.Options{
+			Addr:         cfg.IdentityAddr,
+			ServerName:   cfg.IdentityServerName,
+			Identity:     cfg.Identity,
+			TokenFile:    cfg.IdentityTokenFile,
+			TrustAnchors: cfg.TrustAnchors,
+			Registerer:   registry.Registerer(),
+			Logger:       log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("refusing to start: %w", err)
+		}
+		go func() {
+			if err := client.Run(ctx); err != nil {
+				log.Error("the identity client stopped: the proxy will not become ready", "error", err)
+			}
+		}()
+		log.Info("asking the identity service for a certificate", "identity", cfg.Identity.String(), "addr", cfg.IdentityAddr)
+		return client, nil
+	}
+	src, err := meshtls.NewFileSource(meshtls.FileSourceOptions{Dir: cfg.IdentityDir, ReloadInterval: cfg.IdentityReloadInterval, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("refusing to start: %w (or set MESH_PROXY_IDENTITY_ADDR to get a certificate from the controller, or MESH_PROXY_IDENTITY_DISABLED=true to run without mTLS)", err)
+	}
+	go src.Run(ctx)
+	log.Info("identity loaded", "identity", src.Identity().String())
+	return src, nil
+}
+
 // Run runs the proxy until ctx ends (SIGTERM) or POST /shutdown, then shuts it down
 // gracefully within cfg.ShutdownGrace. Logs go to logOut.
 func Run(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 	var handler slog.Handler = slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: cfg.LogLevel})
-	if cfg.LogFormat == "text" {
+	if cfg.LogFormat == "plain" || cfg.LogFormat == "text" {
 		handler = slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: cfg.LogLevel})
 	}
 	log := slog.New(handler)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	registry := metrics.New()
 	var tlsConf *meshtls.TLS
 	if !cfg.IdentityDisabled {
-		src, err := meshtls.NewFileSource(meshtls.FileSourceOptions{Dir: cfg.IdentityDir, ReloadInterval: cfg.IdentityReloadInterval, Logger: log})
+		src, err := certificateSource(ctx, cfg, registry, log)
 		if err != nil {
-			return fmt.Errorf("refusing to start: %w (or set MESH_PROXY_IDENTITY_DISABLED=true to run without mTLS)", err)
+			return err
 		}
-		go src.Run(ctx)
 		if tlsConf, err = meshtls.New(meshtls.Options{Source: src, TrustDomain: cfg.TrustDomain}); err != nil {
 			return err
 		}
-		log.Info("identity loaded", "identity", src.Identity().String())
 	} else {
 		log.Warn("identity is disabled: traffic between proxies is plaintext")
+	}
+	if cfg.DestinationAddr != "" {
+		log.Warn("the destination service is not used yet: outbound traffic goes to its original destination",
+			"destinationAddr", cfg.DestinationAddr)
 	}
 	opts := dataplane.Options{
 		InboundAddr: cfg.InboundAddr, OutboundAddr: cfg.OutboundAddr, TLS: tlsConf,
@@ -80,7 +118,8 @@ func Run(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 			MaxHeaderBytes: cfg.MaxHeaderBytes, MaxHeaderCount: cfg.MaxHeaderCount,
 			ReadHeaderTimeout: cfg.ReadHeaderTimeout, IdleTimeout: cfg.IdleTimeout,
 		},
-		Logger: log,
+		Logger:  log,
+		Metrics: registry,
 	}
 	if cfg.Destinations != nil {
 		opts.Resolver = discovery.Resolver(cfg.Destinations)

@@ -4,9 +4,11 @@
 package config
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -18,6 +20,7 @@ import (
 	"github.com/lightmesh/lightmesh/proxy/dataplane"
 	"github.com/lightmesh/lightmesh/proxy/discovery"
 	"github.com/lightmesh/lightmesh/proxy/h1"
+	proxyidentity "github.com/lightmesh/lightmesh/proxy/identity"
 	"github.com/lightmesh/lightmesh/proxy/meshtls"
 )
 
@@ -45,6 +48,19 @@ type Config struct {
 	PodIP                                netip.Addr
 	Pprof                                bool
 	Destinations                         *discovery.Static
+
+	// IdentityAddr is the controller's identity service; when set, the proxy gets its
+	// certificate from it (for Identity) instead of reading IdentityDir.
+	IdentityAddr, IdentityServerName, IdentityTokenFile string
+	// TrustAnchors are the mesh's trust anchors (from TRUST_ANCHORS), with IdentityAddr.
+	TrustAnchors []*x509.Certificate
+	// Identity is the pod's SPIFFE ID, from TRUST_DOMAIN, POD_NAMESPACE and SERVICE_ACCOUNT.
+	Identity identity.SpiffeID
+	// PodName names the pod in logs.
+	PodName string
+	// DestinationAddr is the controller's destination service (not used yet: discovery is
+	// STATIC_DESTINATIONS or passthrough).
+	DestinationAddr string
 }
 
 // Variable documents one setting.
@@ -71,9 +87,18 @@ var Variables = []Variable{
 	{"READ_HEADER_TIMEOUT", h1.DefaultReadHeaderTimeout.String(), "time to read a request head"},
 	{"IDLE_TIMEOUT", h1.DefaultIdleTimeout.String(), "idle time before a client connection is closed"},
 	{"LOG_LEVEL", "info", "debug, info, warn or error"},
-	{"LOG_FORMAT", "json", "json or text"},
+	{"LOG_FORMAT", "json", "json, or plain (Linkerd's name; text is the same)"},
 	{"POD_IP", "", "the pod's IP: the admin server also answers requests with it as Host"},
 	{"ADMIN_PPROF", "false", "true serves /debug/pprof/ on the admin port"},
+	{"IDENTITY_ADDR", "", "the controller's identity service (host:port); set: get the certificate from it, unset: read IDENTITY_DIR"},
+	{"IDENTITY_SERVER_NAME", "", "DNS name the identity service's certificate must have (default: the host of IDENTITY_ADDR)"},
+	{"IDENTITY_TOKEN_FILE", proxyidentity.DefaultTokenFile, "the projected ServiceAccount token (audience identity.lightmesh.io) sent to the identity service"},
+	{"TRUST_ANCHORS", "", "the mesh's trust anchors, PEM; required with IDENTITY_ADDR"},
+	{"POD_NAMESPACE", "", "the pod's namespace (downward API); with SERVICE_ACCOUNT it names the proxy's identity; required with IDENTITY_ADDR"},
+	{"SERVICE_ACCOUNT", "", "the pod's ServiceAccount (downward API); required with IDENTITY_ADDR"},
+	{"POD_NAME", "", "the pod's name (downward API), for logs"},
+	{"INGRESS_MODE", "false", "true runs the proxy as an ingress gateway; not built yet, so true refuses to start"},
+	{"DESTINATION_ADDR", "", "the controller's destination service; not used yet (discovery is STATIC_DESTINATIONS or passthrough)"},
 	{"STATIC_DESTINATIONS", "", "fixed discovery table: KEY=IP:PORT[@SPIFFE-ID][|...], comma-separated (KEY is ip:port or host:port); empty: passthrough"},
 }
 
@@ -105,7 +130,7 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 		MaxHeaderCount:         l.int("MAX_HEADER_COUNT", 1, 10000),
 		ReadHeaderTimeout:      l.duration("READ_HEADER_TIMEOUT"),
 		IdleTimeout:            l.duration("IDLE_TIMEOUT"),
-		LogFormat:              l.oneOf("LOG_FORMAT", "json", "text"),
+		LogFormat:              l.oneOf("LOG_FORMAT", "json", "plain", "text"),
 		Pprof:                  l.bool("ADMIN_PPROF"),
 	}
 	switch level := l.oneOf("LOG_LEVEL", "debug", "info", "warn", "error"); level {
@@ -135,10 +160,44 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 		}
 		c.Destinations = table
 	}
+	if l.bool("INGRESS_MODE") {
+		l.fail("INGRESS_MODE", "true", "the ingress gateway mode is not built yet; leave it unset (lightmesh.io/inject: ingress is not supported yet)")
+	}
+	c.loadIdentity(&l)
 	if err := errors.Join(l.errs...); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// loadIdentity reads where the proxy's certificate comes from: the identity service (with
+// the trust anchors and the pod's identity, all required then) or the identity files.
+func (c *Config) loadIdentity(l *loader) {
+	c.PodName = l.string("POD_NAME")
+	c.DestinationAddr = l.string("DESTINATION_ADDR")
+	c.IdentityAddr = l.string("IDENTITY_ADDR")
+	if c.IdentityAddr == "" || c.IdentityDisabled {
+		return
+	}
+	host, _, err := net.SplitHostPort(c.IdentityAddr)
+	if err != nil {
+		l.fail("IDENTITY_ADDR", c.IdentityAddr, "write host:port, for example identity.lightmesh.svc.cluster.local:8080")
+	}
+	c.IdentityServerName = l.string("IDENTITY_SERVER_NAME")
+	if c.IdentityServerName == "" {
+		c.IdentityServerName = host
+	}
+	c.IdentityTokenFile = l.string("IDENTITY_TOKEN_FILE")
+	pem := l.string("TRUST_ANCHORS")
+	if pem == "" {
+		l.fail("TRUST_ANCHORS", pem, "give the mesh's trust anchors (PEM) with IDENTITY_ADDR; mesh inject sets them")
+	} else if c.TrustAnchors, err = identity.DecodeCertificatesPEM([]byte(pem)); err != nil {
+		l.fail("TRUST_ANCHORS", "(PEM)", "write PEM certificates: "+err.Error())
+	}
+	ns, sa := l.string("POD_NAMESPACE"), l.string("SERVICE_ACCOUNT")
+	if c.Identity, err = identity.NewSpiffeID(c.TrustDomain, ns, sa); err != nil {
+		l.fail("POD_NAMESPACE/SERVICE_ACCOUNT", ns+"/"+sa, "give the pod's namespace and ServiceAccount (downward API): "+err.Error())
+	}
 }
 
 type loader struct {

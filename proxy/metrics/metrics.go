@@ -101,6 +101,10 @@ func New() *Registry {
 	return r
 }
 
+// Registerer is where other parts of the proxy (the identity client) register their metrics,
+// so that /metrics serves them too.
+func (r *Registry) Registerer() prometheus.Registerer { return r.reg }
+
 // Gatherer returns the registry for scraping and tests.
 func (r *Registry) Gatherer() prometheus.Gatherer { return r.reg }
 

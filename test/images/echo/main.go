@@ -6,9 +6,11 @@
 //	    stands where the proxy will: answers HTTP on the proxy's outbound and inbound ports
 //	    with the connection's original destination (SO_ORIGINAL_DST), as proxy-init's
 //	    iptables rules redirected it: "outbound original-destination 10.244.0.7:8080".
-//	e2e-echo get URL [--want-distinct N] [--timeout 60s]
+//	e2e-echo get URL [--want-distinct N] [--timeout 60s] [--grep TEXT]
 //	    sends GETs to URL, each on a new connection, until N different answers were seen (so a
 //	    Service spread the requests over N pods) or the timeout passes; prints each answer once.
+//	    With --grep it prints, instead, the lines of the first answer that contain TEXT (for
+//	    reading metrics).
 package main
 
 import (
@@ -119,6 +121,7 @@ func get(args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("get", flag.ContinueOnError)
 	want := fs.Int("want-distinct", 1, "stop after this many different answers")
 	timeout := fs.Duration("timeout", 60*time.Second, "give up after this long")
+	grep := fs.String("grep", "", "print the lines of the first answer that contain this text")
 	if len(args) < 1 {
 		return errors.New("get needs a URL")
 	}
@@ -142,7 +145,7 @@ func get(args []string, out io.Writer) error {
 			lastErr = err
 			continue
 		}
-		body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 		resp.Body.Close()
 		if err != nil {
 			lastErr = fmt.Errorf("reading the answer: %w", err)
@@ -151,6 +154,14 @@ func get(args []string, out io.Writer) error {
 		if resp.StatusCode != http.StatusOK {
 			lastErr = fmt.Errorf("status %d", resp.StatusCode)
 			continue
+		}
+		if *grep != "" {
+			for _, line := range strings.Split(string(body), "\n") {
+				if strings.Contains(line, *grep) {
+					fmt.Fprintln(out, line)
+				}
+			}
+			return nil
 		}
 		answer := strings.TrimSpace(string(body))
 		if !seen[answer] {
