@@ -102,7 +102,8 @@ func TestServiceByDNSNameThroughKubeProxy(t *testing.T) {
 }
 
 // Every component image `make images` imported runs in the cluster; the proxy-init image
-// carries both iptables backends.
+// carries both iptables backends, which run (as nobody) where the pod grants NET_ADMIN and
+// NET_RAW, as proxy-init's pods do: its iptables binaries carry those file capabilities.
 func TestComponentImagesRun(t *testing.T) {
 	c := localCluster(t)
 	ns := c.namespace(t, "e2e-images")
@@ -110,6 +111,7 @@ func TestComponentImagesRun(t *testing.T) {
 		pod, image    string
 		command, args []string
 		want          string
+		extra         string // more container fields, JSON
 	}
 	var checks []check
 	for _, comp := range version.Components {
@@ -120,12 +122,13 @@ func TestComponentImagesRun(t *testing.T) {
 		checks = append(checks, check{
 			pod: "iptables-" + backend, image: version.Image("", "mesh-proxy-init"),
 			command: []string{"/usr/sbin/iptables-" + backend, "--version"}, want: want,
+			extra: `,"securityContext":{"capabilities":{"add":["NET_ADMIN","NET_RAW"],"drop":["ALL"]}}`,
 		})
 	}
 	for _, ch := range checks {
 		spec := fmt.Sprintf(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":%q},"spec":{"restartPolicy":"Never",`+
-			`"containers":[{"name":"c","image":%q,"imagePullPolicy":"Never","args":%s%s}]}}`,
-			ch.pod, ch.image, jsonList(ch.args), commandJSON(ch.command))
+			`"containers":[{"name":"c","image":%q,"imagePullPolicy":"Never","args":%s%s%s}]}}`,
+			ch.pod, ch.image, jsonList(ch.args), commandJSON(ch.command), ch.extra)
 		c.apply(t, ns, spec)
 	}
 	for _, ch := range checks {
