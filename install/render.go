@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strconv"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -28,6 +29,13 @@ const (
 	// IssuerSecretName is the issuer's kubernetes.io/tls Secret (tls.crt, tls.key, ca.crt).
 	IssuerSecretName = "lightmesh-identity-issuer"
 
+	// WebhookSecretName is the injector's serving certificate (kubernetes.io/tls: tls.crt,
+	// tls.key, ca.crt).
+	WebhookSecretName = "lightmesh-webhook-tls"
+	// ConfigReaderName is the Role (and RoleBinding) that lets the controller read
+	// lightmesh-config in its own namespace.
+	ConfigReaderName = "lightmesh-controller-config-reader"
+
 	ControllerName = "lightmesh-controller"
 	// ControllerUID is the controller's user (2102 is the proxy's).
 	ControllerUID = 2103
@@ -35,20 +43,29 @@ const (
 	TrustAnchorsDir  = "/var/run/lightmesh/identity/trust-anchors"
 	TrustAnchorsFile = TrustAnchorsDir + "/ca.crt"
 	IssuerDir        = "/var/run/lightmesh/identity/issuer"
+	WebhookTLSDir    = "/var/run/lightmesh/webhook/tls"
+	// WebhookPath is the injector's admission endpoint.
+	WebhookPath = "/inject"
 
-	IdentityPort       = inject.IdentityPort
-	DestinationPort    = inject.DestinationPort
-	WebhookPort        = 443
-	WebhookTargetPort  = 8443
-	StatsPort          = 8085
-	AdminPort          = 9990
-	componentLabel     = "lightmesh.io/control-plane-component"
-	controllerSelector = "controller"
+	IdentityPort      = inject.IdentityPort
+	DestinationPort   = inject.DestinationPort
+	WebhookPort       = 443
+	WebhookTargetPort = 8443
+	StatsPort         = 8085
+	AdminPort         = 9990
+	InjectorAdminPort = 9995
+	// DestinationAdminPort serves the destination service's /live, /ready and /metrics.
+	DestinationAdminPort = 9996
+	// WebhookTimeoutSeconds bounds each call of the API server to the injector.
+	WebhookTimeoutSeconds = 10
+	componentLabel        = "lightmesh.io/control-plane-component"
+	controllerSelector    = "controller"
 )
 
 // Render returns the control plane's objects for resolved, valid values and identity
-// material, in apply order: namespace, service account, RBAC, configuration, identity,
-// services, deployment. The same input always renders the same objects.
+// material, in apply order: namespace, service account, RBAC, configuration, identity and
+// webhook certificates, services, deployment, and last the webhook configuration (so the API
+// server calls the injector only once it can exist). The same input always renders the same objects.
 func Render(v Values, id Identity) ([]map[string]any, error) {
 	v.Resolve()
 	v.Identity.TrustAnchorsPEM = string(id.TrustAnchorsPEM)
@@ -56,6 +73,10 @@ func Render(v Values, id Identity) ([]map[string]any, error) {
 		return nil, err
 	}
 	configYAML, err := v.YAML()
+	if err != nil {
+		return nil, err
+	}
+	webhookTLS, err := WebhookCertificate(id, v.Namespace, v.ClusterDomain)
 	if err != nil {
 		return nil, err
 	}
@@ -71,6 +92,18 @@ func Render(v Values, id Identity) ([]map[string]any, error) {
 			TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
 			ObjectMeta: clusterObjectMeta(v, clusterRoleName(ns), "controller"),
 			RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: clusterRoleName(ns)},
+			Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: ControllerName, Namespace: ns}},
+		},
+		&rbacv1.Role{
+			TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "Role"),
+			ObjectMeta: objectMeta(v, ConfigReaderName, "controller"),
+			// The injector reads the installation's values, and nothing else of its namespace.
+			Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{ConfigMapName}, Verbs: []string{"get"}}},
+		},
+		&rbacv1.RoleBinding{
+			TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "RoleBinding"),
+			ObjectMeta: objectMeta(v, ConfigReaderName, "controller"),
+			RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: ConfigReaderName},
 			Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: ControllerName, Namespace: ns}},
 		},
 		&corev1.ConfigMap{
@@ -93,11 +126,22 @@ func Render(v Values, id Identity) ([]map[string]any, error) {
 				"ca.crt":                id.TrustAnchorsPEM,
 			},
 		},
+		&corev1.Secret{
+			TypeMeta:   typeMeta("v1", "Secret"),
+			ObjectMeta: objectMeta(v, WebhookSecretName, "injector"),
+			Type:       corev1.SecretTypeTLS,
+			Data: map[string][]byte{
+				corev1.TLSCertKey:       webhookTLS.CertificatePEM,
+				corev1.TLSPrivateKeyKey: webhookTLS.KeyPEM,
+				"ca.crt":                webhookTLS.CABundlePEM,
+			},
+		},
 		service(v, "identity", "grpc", IdentityPort, IdentityPort),
 		service(v, "destination", "grpc", DestinationPort, DestinationPort),
 		service(v, "webhook", "https", WebhookPort, WebhookTargetPort),
 		service(v, "stats", "http", StatsPort, StatsPort),
 		deployment(v),
+		mutatingWebhook(v, webhookTLS.CABundlePEM),
 	}
 	objects := make([]map[string]any, 0, len(typed))
 	for _, o := range typed {
@@ -219,9 +263,9 @@ func deployment(v Values) *appsv1.Deployment {
 	podLabels := commonLabels("controller")
 	podLabels[componentLabel] = controllerSelector
 	uid := int64(ControllerUID)
-	probe := func(path string) *corev1.Probe {
+	probe := func(path, port string) *corev1.Probe {
 		return &corev1.Probe{
-			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString("admin")}},
+			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString(port)}},
 			TimeoutSeconds:   1,
 			PeriodSeconds:    10,
 			SuccessThreshold: 1,
@@ -229,6 +273,17 @@ func deployment(v Values) *appsv1.Deployment {
 		}
 	}
 	yes := true
+	securityContext := func() *corev1.SecurityContext {
+		return &corev1.SecurityContext{
+			RunAsUser:                &uid,
+			RunAsGroup:               &uid,
+			RunAsNonRoot:             &yes,
+			AllowPrivilegeEscalation: new(bool),
+			ReadOnlyRootFilesystem:   &yes,
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		}
+	}
 	return &appsv1.Deployment{
 		TypeMeta:   typeMeta("apps/v1", "Deployment"),
 		ObjectMeta: objectMeta(v, ControllerName, "controller"),
@@ -273,18 +328,63 @@ func deployment(v Values) *appsv1.Deployment {
 							{Name: "identity", ContainerPort: IdentityPort, Protocol: corev1.ProtocolTCP},
 							{Name: "admin", ContainerPort: AdminPort, Protocol: corev1.ProtocolTCP},
 						},
-						ReadinessProbe: probe("/ready"),
-						LivenessProbe:  probe("/live"),
-						Resources:      requirements(v.Controller.Resources),
-						SecurityContext: &corev1.SecurityContext{
-							RunAsUser:                &uid,
-							RunAsGroup:               &uid,
-							RunAsNonRoot:             &yes,
-							AllowPrivilegeEscalation: new(bool),
-							ReadOnlyRootFilesystem:   &yes,
-							Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-							SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+						ReadinessProbe:  probe("/ready", "admin"),
+						LivenessProbe:   probe("/live", "admin"),
+						Resources:       requirements(v.Controller.Resources),
+						SecurityContext: securityContext(),
+						VolumeMounts: []corev1.VolumeMount{
+							{Name: "trust-anchors", MountPath: TrustAnchorsDir, ReadOnly: true},
+							{Name: "issuer", MountPath: IssuerDir, ReadOnly: true},
 						},
+						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+					}, {
+						Name:            "injector",
+						Image:           v.Controller.Image,
+						ImagePullPolicy: corev1.PullPolicy(v.ImagePullPolicy),
+						Args: []string{
+							"injector",
+							"--addr", ":" + strconv.Itoa(WebhookTargetPort),
+							"--admin-addr", ":" + strconv.Itoa(InjectorAdminPort),
+							"--tls-dir", WebhookTLSDir,
+							"--control-plane-namespace", v.Namespace,
+							"--log-level", v.Controller.LogLevel,
+						},
+						Ports: []corev1.ContainerPort{
+							{Name: "webhook", ContainerPort: WebhookTargetPort, Protocol: corev1.ProtocolTCP},
+							{Name: "injector-admin", ContainerPort: InjectorAdminPort, Protocol: corev1.ProtocolTCP},
+						},
+						ReadinessProbe:  probe("/ready", "injector-admin"),
+						LivenessProbe:   probe("/live", "injector-admin"),
+						Resources:       requirements(v.Controller.Resources),
+						SecurityContext: securityContext(),
+						VolumeMounts: []corev1.VolumeMount{
+							{Name: "webhook-tls", MountPath: WebhookTLSDir, ReadOnly: true},
+						},
+						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+					}, {
+						Name:            "destination",
+						Image:           v.Controller.Image,
+						ImagePullPolicy: corev1.PullPolicy(v.ImagePullPolicy),
+						Args: []string{
+							"destination",
+							"--addr", ":" + strconv.Itoa(DestinationPort),
+							"--admin-addr", ":" + strconv.Itoa(DestinationAdminPort),
+							"--trust-anchors-file", TrustAnchorsFile,
+							"--issuer-dir", IssuerDir,
+							"--trust-domain", v.Identity.TrustDomain,
+							"--control-plane-namespace", v.Namespace,
+							"--cluster-domain", v.ClusterDomain,
+							"--log-level", v.Controller.LogLevel,
+						},
+						Ports: []corev1.ContainerPort{
+							{Name: "destination", ContainerPort: DestinationPort, Protocol: corev1.ProtocolTCP},
+							{Name: "dest-admin", ContainerPort: DestinationAdminPort, Protocol: corev1.ProtocolTCP},
+						},
+						// Ready once its Service, EndpointSlice and Pod caches are filled.
+						ReadinessProbe:  probe("/ready", "dest-admin"),
+						LivenessProbe:   probe("/live", "dest-admin"),
+						Resources:       requirements(v.Controller.Resources),
+						SecurityContext: securityContext(),
 						VolumeMounts: []corev1.VolumeMount{
 							{Name: "trust-anchors", MountPath: TrustAnchorsDir, ReadOnly: true},
 							{Name: "issuer", MountPath: IssuerDir, ReadOnly: true},
@@ -299,10 +399,64 @@ func deployment(v Values) *appsv1.Deployment {
 						{Name: "issuer", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 							SecretName: IssuerSecretName,
 						}}},
+						{Name: "webhook-tls", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+							SecretName: WebhookSecretName,
+						}}},
 					},
 				},
 			},
 		},
+	}
+}
+
+// WebhookConfigurationName is the MutatingWebhookConfiguration of the installation in
+// namespace (cluster-scoped, so it carries the namespace).
+func WebhookConfigurationName(namespace string) string {
+	return "lightmesh-proxy-injector-" + namespace
+}
+
+// mutatingWebhook sends the creation of every Pod outside kube-system and the control
+// plane's namespace to the injector, which decides from the lightmesh.io/inject annotations
+// of the pod and its namespace.
+func mutatingWebhook(v Values, caBundle []byte) *admissionregistrationv1.MutatingWebhookConfiguration {
+	path := WebhookPath
+	port := int32(WebhookPort)
+	failurePolicy := admissionregistrationv1.FailurePolicyType(v.Webhook.FailurePolicy)
+	sideEffects := admissionregistrationv1.SideEffectClassNone
+	timeout := int32(WebhookTimeoutSeconds)
+	scope := admissionregistrationv1.NamespacedScope
+	matchPolicy := admissionregistrationv1.Equivalent
+	reinvocation := admissionregistrationv1.NeverReinvocationPolicy
+	return &admissionregistrationv1.MutatingWebhookConfiguration{
+		TypeMeta:   typeMeta("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration"),
+		ObjectMeta: clusterObjectMeta(v, WebhookConfigurationName(v.Namespace), "injector"),
+		Webhooks: []admissionregistrationv1.MutatingWebhook{{
+			Name: "proxy-injector." + v.Namespace + ".lightmesh.io",
+			ClientConfig: admissionregistrationv1.WebhookClientConfig{
+				Service:  &admissionregistrationv1.ServiceReference{Namespace: v.Namespace, Name: "webhook", Path: &path, Port: &port},
+				CABundle: caBundle,
+			},
+			Rules: []admissionregistrationv1.RuleWithOperations{{
+				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+				Rule: admissionregistrationv1.Rule{
+					APIGroups:   []string{""},
+					APIVersions: []string{"v1"},
+					Resources:   []string{"pods"},
+					Scope:       &scope,
+				},
+			}},
+			FailurePolicy: &failurePolicy,
+			MatchPolicy:   &matchPolicy,
+			NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
+				Key:      corev1.LabelMetadataName,
+				Operator: metav1.LabelSelectorOpNotIn,
+				Values:   []string{metav1.NamespaceSystem, v.Namespace},
+			}}},
+			SideEffects:             &sideEffects,
+			TimeoutSeconds:          &timeout,
+			AdmissionReviewVersions: []string{"v1"},
+			ReinvocationPolicy:      &reinvocation,
+		}},
 	}
 }
 

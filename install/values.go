@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
@@ -32,6 +33,14 @@ type Values struct {
 	Proxy      ProxyValues      `json:"proxy"`
 	ProxyInit  ProxyInitValues  `json:"proxyInit"`
 	Identity   IdentityValues   `json:"identity"`
+	Webhook    WebhookValues    `json:"webhook"`
+}
+
+// WebhookValues configure the injector's MutatingWebhookConfiguration.
+type WebhookValues struct {
+	// FailurePolicy is what the API server does when the injector does not answer: Ignore
+	// (admit the pod without a proxy) or Fail (refuse the pod).
+	FailurePolicy string `json:"failurePolicy"`
 }
 
 // ControllerValues configure the mesh-controller Deployment.
@@ -121,6 +130,7 @@ func DefaultValues() Values {
 			},
 		},
 		Identity: IdentityValues{TrustDomain: identity.DefaultTrustDomain},
+		Webhook:  WebhookValues{FailurePolicy: string(admissionregistrationv1.Ignore)},
 	}
 }
 
@@ -149,6 +159,11 @@ func (v *Values) Validate() error {
 	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
 	default:
 		return fmt.Errorf("imagePullPolicy %q: use Always, IfNotPresent or Never", v.ImagePullPolicy)
+	}
+	switch admissionregistrationv1.FailurePolicyType(v.Webhook.FailurePolicy) {
+	case admissionregistrationv1.Ignore, admissionregistrationv1.Fail:
+	default:
+		return fmt.Errorf("webhook.failurePolicy %q: use Ignore or Fail", v.Webhook.FailurePolicy)
 	}
 	if v.Controller.Replicas < 1 {
 		return fmt.Errorf("controller.replicas %d: run at least 1", v.Controller.Replicas)

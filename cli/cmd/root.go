@@ -21,6 +21,7 @@ func NewRootCmd() *cobra.Command {
 		newInstallCmd(kube),
 		newInjectCmd(kube),
 		newUninjectCmd(),
+		newCheckCmd(kube),
 	)
 	return root
 }

@@ -13,6 +13,7 @@ func NewRootCmd() *cobra.Command {
 		Use:   "mesh-controller",
 		Short: "the lightmesh control plane (identity, destination, injector, policy, stats)",
 	}
-	root.AddCommand(cmdutil.NewVersionCmd("mesh-controller"), newCmdIdentity())
+	root.AddCommand(cmdutil.NewVersionCmd("mesh-controller"), newCmdIdentity(), newCmdDestination())
+	root.AddCommand(newCmdInjector())
 	return root
 }

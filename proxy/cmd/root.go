@@ -18,6 +18,7 @@ import (
 	"github.com/lightmesh/lightmesh/proxy/admin"
 	"github.com/lightmesh/lightmesh/proxy/config"
 	"github.com/lightmesh/lightmesh/proxy/dataplane"
+	"github.com/lightmesh/lightmesh/proxy/destination"
 	"github.com/lightmesh/lightmesh/proxy/discovery"
 	"github.com/lightmesh/lightmesh/proxy/h1"
 	proxyidentity "github.com/lightmesh/lightmesh/proxy/identity"
@@ -95,9 +96,10 @@ func Run(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 	defer cancel()
 	registry := metrics.New()
 	var tlsConf *meshtls.TLS
+	var src meshtls.Source
 	if !cfg.IdentityDisabled {
-		src, err := certificateSource(ctx, cfg, registry, log)
-		if err != nil {
+		var err error
+		if src, err = certificateSource(ctx, cfg, registry, log); err != nil {
 			return err
 		}
 		if tlsConf, err = meshtls.New(meshtls.Options{Source: src, TrustDomain: cfg.TrustDomain}); err != nil {
@@ -105,10 +107,6 @@ func Run(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 		}
 	} else {
 		log.Warn("identity is disabled: traffic between proxies is plaintext")
-	}
-	if cfg.DestinationAddr != "" {
-		log.Warn("the destination service is not used yet: outbound traffic goes to its original destination",
-			"destinationAddr", cfg.DestinationAddr)
 	}
 	opts := dataplane.Options{
 		InboundAddr: cfg.InboundAddr, OutboundAddr: cfg.OutboundAddr, TLS: tlsConf,
@@ -121,8 +119,32 @@ func Run(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 		Logger:  log,
 		Metrics: registry,
 	}
+	var resolvers discovery.Chain
 	if cfg.Destinations != nil {
-		opts.Resolver = discovery.Resolver(cfg.Destinations)
+		resolvers = append(resolvers, cfg.Destinations)
+	}
+	if cfg.DestinationAddr != "" && src == nil {
+		log.Warn("identity is disabled: the destination service (mTLS only) is not used; outbound traffic goes to its original destination",
+			"destinationAddr", cfg.DestinationAddr)
+	}
+	if cfg.DestinationAddr != "" && src != nil {
+		client, err := destination.New(ctx, destination.Options{
+			Addr: cfg.DestinationAddr, ServerName: cfg.DestinationServerName, Source: src,
+			ContextToken: cfg.Identity.Namespace + "/" + cfg.PodName, Logger: log,
+		})
+		if err != nil {
+			return fmt.Errorf("refusing to start: %w", err)
+		}
+		resolvers = append(resolvers, client)
+		opts.Balancer = &discovery.PeakEWMA{}
+		log.Info("resolving outbound traffic through the destination service", "addr", cfg.DestinationAddr)
+	}
+	switch len(resolvers) {
+	case 0:
+	case 1:
+		opts.Resolver = resolvers[0]
+	default:
+		opts.Resolver = resolvers
 	}
 	proxy, err := dataplane.New(opts)
 	if err != nil {

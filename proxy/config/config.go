@@ -58,9 +58,10 @@ type Config struct {
 	Identity identity.SpiffeID
 	// PodName names the pod in logs.
 	PodName string
-	// DestinationAddr is the controller's destination service (not used yet: discovery is
-	// STATIC_DESTINATIONS or passthrough).
-	DestinationAddr string
+	// DestinationAddr is the controller's destination service; when set, the proxy resolves
+	// outbound traffic through it (after STATIC_DESTINATIONS), over mTLS with its own
+	// certificate, verifying DestinationServerName.
+	DestinationAddr, DestinationServerName string
 }
 
 // Variable documents one setting.
@@ -98,7 +99,8 @@ var Variables = []Variable{
 	{"SERVICE_ACCOUNT", "", "the pod's ServiceAccount (downward API); required with IDENTITY_ADDR"},
 	{"POD_NAME", "", "the pod's name (downward API), for logs"},
 	{"INGRESS_MODE", "false", "true runs the proxy as an ingress gateway; not built yet, so true refuses to start"},
-	{"DESTINATION_ADDR", "", "the controller's destination service; not used yet (discovery is STATIC_DESTINATIONS or passthrough)"},
+	{"DESTINATION_ADDR", "", "the controller's destination service (host:port); set: outbound traffic is resolved through it (mTLS with the proxy's certificate), unset: STATIC_DESTINATIONS or passthrough"},
+	{"DESTINATION_SERVER_NAME", "", "DNS name the destination service's certificate must have (default: the host of DESTINATION_ADDR)"},
 	{"STATIC_DESTINATIONS", "", "fixed discovery table: KEY=IP:PORT[@SPIFFE-ID][|...], comma-separated (KEY is ip:port or host:port); empty: passthrough"},
 }
 
@@ -174,7 +176,7 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 // the trust anchors and the pod's identity, all required then) or the identity files.
 func (c *Config) loadIdentity(l *loader) {
 	c.PodName = l.string("POD_NAME")
-	c.DestinationAddr = l.string("DESTINATION_ADDR")
+	c.loadDestination(l)
 	c.IdentityAddr = l.string("IDENTITY_ADDR")
 	if c.IdentityAddr == "" || c.IdentityDisabled {
 		return
@@ -197,6 +199,24 @@ func (c *Config) loadIdentity(l *loader) {
 	ns, sa := l.string("POD_NAMESPACE"), l.string("SERVICE_ACCOUNT")
 	if c.Identity, err = identity.NewSpiffeID(c.TrustDomain, ns, sa); err != nil {
 		l.fail("POD_NAMESPACE/SERVICE_ACCOUNT", ns+"/"+sa, "give the pod's namespace and ServiceAccount (downward API): "+err.Error())
+	}
+}
+
+// loadDestination reads the destination service's address. The service needs the proxy's
+// identity: with IDENTITY_DISABLED the proxy ignores it (and says so).
+func (c *Config) loadDestination(l *loader) {
+	c.DestinationAddr = l.string("DESTINATION_ADDR")
+	if c.DestinationAddr == "" {
+		return
+	}
+	host, _, err := net.SplitHostPort(c.DestinationAddr)
+	if err != nil || host == "" {
+		l.fail("DESTINATION_ADDR", c.DestinationAddr, "write host:port, for example destination.lightmesh.svc.cluster.local:8086")
+		return
+	}
+	c.DestinationServerName = l.string("DESTINATION_SERVER_NAME")
+	if c.DestinationServerName == "" {
+		c.DestinationServerName = host
 	}
 }
 

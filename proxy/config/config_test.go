@@ -61,3 +61,16 @@ func TestInvalidValuesAreAllReported(t *testing.T) {
 		}
 	}
 }
+
+func TestDestinationAddr(t *testing.T) {
+	c, err := Load(env(map[string]string{"DESTINATION_ADDR": "destination.lightmesh.svc.cluster.local:8086"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DestinationServerName != "destination.lightmesh.svc.cluster.local" {
+		t.Errorf("server name %q", c.DestinationServerName)
+	}
+	if _, err := Load(env(map[string]string{"DESTINATION_ADDR": "no-port"})); err == nil || !strings.Contains(err.Error(), "MESH_PROXY_DESTINATION_ADDR") {
+		t.Errorf("no port: got %v", err)
+	}
+}

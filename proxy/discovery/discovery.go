@@ -1,8 +1,9 @@
 // Package discovery answers where a connection or request should go: the endpoints of a
 // destination (addresses and, for meshed pods, their identities) and how to pick one. Both
-// are small interfaces; Static is a fixed table for tests and standalone runs, and
-// RoundRobin a simple balancer. Without an answer the proxy forwards to the original
-// destination unchanged (passthrough).
+// are small interfaces; Static is a fixed table for tests and standalone runs (the
+// controller's destination service is proxy/destination), RoundRobin a simple balancer and
+// PeakEWMA the power-of-two-choices balancer over peak-EWMA latency. Without an answer the
+// proxy forwards to the original destination unchanged (passthrough).
 package discovery
 
 import (
@@ -31,7 +32,9 @@ func (e Endpoint) Meshed() bool { return !e.Identity.IsZero() }
 type Destination struct {
 	// Name labels the destination in metrics (an authority or an address).
 	Name string
-	// Endpoints are the places to balance over; never empty in a found Destination.
+	// Endpoints are the places to balance over. A found Destination without endpoints is a
+	// service that exists but has none ready: the proxy answers 503 (or closes opaque
+	// connections) instead of passing through.
 	Endpoints []Endpoint
 }
 

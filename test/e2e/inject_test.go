@@ -250,7 +250,7 @@ func TestInjectAndInstallAreAccepted(t *testing.T) {
 		for _, o := range objects {
 			kinds[o["kind"].(string)]++
 		}
-		for kind, n := range map[string]int{"Namespace": 1, "ServiceAccount": 1, "ClusterRole": 1, "ClusterRoleBinding": 1, "ConfigMap": 2, "Secret": 1, "Service": 4, "Deployment": 1} {
+		for kind, n := range map[string]int{"Namespace": 1, "ServiceAccount": 1, "ClusterRole": 1, "ClusterRoleBinding": 1, "ConfigMap": 2, "Secret": 2, "Service": 4, "Deployment": 1} {
 			if kinds[kind] != n {
 				t.Errorf("the API server accepted %d %s, want %d (all: %v)", kinds[kind], kind, n, kinds)
 			}

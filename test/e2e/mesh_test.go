@@ -55,8 +55,9 @@ spec:
 // The product's first steps, for real: `mesh install | kubectl apply -f -` brings up the
 // control plane; `mesh inject DIR | kubectl apply -f -` meshes a directory of workloads; every
 // meshed pod's proxy gets a certificate for its ServiceAccount from the identity service and
-// only then becomes ready; traffic between meshed pods flows through both proxies, which
-// count it.
+// only then becomes ready; the destination service tells the client's proxy where the
+// service's pods are and who they are, so traffic between meshed pods flows over mTLS through
+// both proxies, which count it with the client's verified identity.
 func TestInstallThenInjectedPodsGetCertificates(t *testing.T) {
 	c := localCluster(t)
 	mesh := buildMesh(t)
@@ -119,13 +120,16 @@ func TestInstallThenInjectedPodsGetCertificates(t *testing.T) {
 			t.Errorf("the proxy at %s holds a certificate expiring in %s, want about 24h", ip, left)
 		}
 		for _, line := range strings.Split(metrics("request_total{"), "\n") {
-			if strings.Contains(line, `direction="inbound"`) {
+			// Discovery gave the client's proxy the servers' identities, so every request
+			// between the two meshed pods went over mTLS, from the client's identity.
+			if strings.Contains(line, `direction="inbound"`) && strings.Contains(line, `tls="true"`) &&
+				strings.Contains(line, `client_id="`+wantID+`"`) {
 				inbound += int(metricValue(t, line, "request_total"))
 			}
 		}
 	}
 	if inbound < 2 {
-		t.Errorf("the server proxies counted %d inbound requests, want at least 2 (one per replica)", inbound)
+		t.Errorf("the server proxies counted %d inbound mTLS requests from %s, want at least 2 (one per replica)", inbound, wantID)
 	}
 }
 

@@ -1,0 +1,139 @@
+package destination
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	discoverylisters "k8s.io/client-go/listers/discovery/v1"
+	"k8s.io/client-go/tools/cache"
+)
+
+// clusterIPIndex indexes Services by their cluster IPs.
+const clusterIPIndex = "clusterIP"
+
+// Informers is the one wrapper of the shared informers the service reads: Services (indexed by
+// cluster IP), EndpointSlices and Pods. Create it with NewInformers, register handlers with
+// OnChange, then Start.
+type Informers struct {
+	factory   informers.SharedInformerFactory
+	services  cache.SharedIndexInformer
+	slices    cache.SharedIndexInformer
+	pods      cache.SharedIndexInformer
+	svcLister corev1Lister
+	epsLister discoverylisters.EndpointSliceLister
+	podLister corelisters.PodLister
+}
+
+type corev1Lister = corelisters.ServiceLister
+
+// NewInformers creates the informers of client; resync 0 (events only).
+func NewInformers(client kubernetes.Interface) (*Informers, error) {
+	factory := informers.NewSharedInformerFactory(client, 0)
+	i := &Informers{factory: factory}
+	svc := factory.Core().V1().Services()
+	eps := factory.Discovery().V1().EndpointSlices()
+	pods := factory.Core().V1().Pods()
+	i.services, i.slices, i.pods = svc.Informer(), eps.Informer(), pods.Informer()
+	i.svcLister, i.epsLister, i.podLister = svc.Lister(), eps.Lister(), pods.Lister()
+	if err := i.services.AddIndexers(cache.Indexers{clusterIPIndex: func(obj any) ([]string, error) {
+		s, ok := obj.(*corev1.Service)
+		if !ok {
+			return nil, nil
+		}
+		var ips []string
+		for _, ip := range s.Spec.ClusterIPs {
+			if ip != "" && ip != corev1.ClusterIPNone {
+				ips = append(ips, ip)
+			}
+		}
+		return ips, nil
+	}}); err != nil {
+		return nil, fmt.Errorf("index services by cluster IP: %w", err)
+	}
+	return i, nil
+}
+
+// OnChange calls fn with the namespace of every Service, EndpointSlice or Pod added, updated
+// or deleted. fn must not block.
+func (i *Informers) OnChange(fn func(namespace string)) error {
+	h := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { fn(namespaceOf(obj)) },
+		UpdateFunc: func(_, obj any) { fn(namespaceOf(obj)) },
+		DeleteFunc: func(obj any) { fn(namespaceOf(obj)) },
+	}
+	for _, inf := range []cache.SharedIndexInformer{i.services, i.slices, i.pods} {
+		if _, err := inf.AddEventHandler(h); err != nil {
+			return fmt.Errorf("add informer handler: %w", err)
+		}
+	}
+	return nil
+}
+
+func namespaceOf(obj any) string {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	switch o := obj.(type) {
+	case *corev1.Service:
+		return o.Namespace
+	case *discoveryv1.EndpointSlice:
+		return o.Namespace
+	case *corev1.Pod:
+		return o.Namespace
+	}
+	return ""
+}
+
+// Start starts the informers and waits (at most timeout) until their caches are filled.
+func (i *Informers) Start(ctx context.Context, timeout time.Duration) error {
+	i.factory.Start(ctx.Done())
+	syncCtx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if !cache.WaitForCacheSync(syncCtx.Done(), i.services.HasSynced, i.slices.HasSynced, i.pods.HasSynced) {
+		return fmt.Errorf("the Service, EndpointSlice and Pod caches did not fill within %s: check the controller's RBAC (list/watch services, endpointslices, pods) and the API server", timeout)
+	}
+	return nil
+}
+
+// Synced reports whether every cache is filled.
+func (i *Informers) Synced() bool {
+	return i.services.HasSynced() && i.slices.HasSynced() && i.pods.HasSynced()
+}
+
+// Shutdown waits for the informers' goroutines after ctx (given to Start) ended.
+func (i *Informers) Shutdown() { i.factory.Shutdown() }
+
+func (i *Informers) service(namespace, name string) (*corev1.Service, bool) {
+	s, err := i.svcLister.Services(namespace).Get(name)
+	return s, err == nil
+}
+
+func (i *Informers) serviceByIP(ip string) (*corev1.Service, bool) {
+	objs, err := i.services.GetIndexer().ByIndex(clusterIPIndex, ip)
+	if err != nil || len(objs) == 0 {
+		return nil, false
+	}
+	s, ok := objs[0].(*corev1.Service)
+	return s, ok
+}
+
+func (i *Informers) endpointSlices(namespace, service string) []*discoveryv1.EndpointSlice {
+	sel := labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: service})
+	list, err := i.epsLister.EndpointSlices(namespace).List(sel)
+	if err != nil {
+		return nil
+	}
+	return list
+}
+
+func (i *Informers) pod(namespace, name string) (*corev1.Pod, bool) {
+	p, err := i.podLister.Pods(namespace).Get(name)
+	return p, err == nil
+}

@@ -1,0 +1,247 @@
+package destination
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+
+	destinationv1 "github.com/lightmesh/lightmesh/controller/api/destination/v1"
+	meshid "github.com/lightmesh/lightmesh/internal/identity"
+	"github.com/lightmesh/lightmesh/internal/inject"
+)
+
+// Metric label keys of endpoints.
+const (
+	LabelNamespace      = "namespace"
+	LabelService        = "service"
+	LabelPod            = "pod"
+	LabelOwnerKind      = "owner_kind"
+	LabelOwnerName      = "owner_name"
+	LabelZone           = "zone"
+	LabelServiceAccount = "serviceaccount"
+)
+
+// authority is a parsed subscription target: a service by name, or a cluster IP.
+type authority struct {
+	namespace, name string
+	ip              string
+	port            uint32
+}
+
+// parseAuthority reads host:port, where host is name.ns.svc.<clusterDomain>, name.ns.svc,
+// name.ns, or an IP. ok=false (with no error) is a well-formed authority that cannot name a
+// service of this cluster (an external name): it is reported as unknown.
+func parseAuthority(s, clusterDomain string) (a authority, ok bool, err error) {
+	host, portText, err := net.SplitHostPort(s)
+	if err != nil {
+		return a, false, fmt.Errorf("authority %q is not host:port: write it as web.shop.svc.%s:80 or 10.96.0.10:80", s, clusterDomain)
+	}
+	port, err := strconv.ParseUint(portText, 10, 16)
+	if err != nil || port == 0 {
+		return a, false, fmt.Errorf("authority %q: the port must be 1 to 65535", s)
+	}
+	a.port = uint32(port)
+	if ip, err := netip.ParseAddr(host); err == nil {
+		a.ip = ip.Unmap().String()
+		return a, true, nil
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	host = strings.TrimSuffix(host, "."+clusterDomain)
+	host = strings.TrimSuffix(host, ".svc")
+	parts := strings.Split(host, ".")
+	if len(parts) != 2 || parts[0] == "" || parts[1] == "" {
+		return a, false, nil
+	}
+	a.name, a.namespace = parts[0], parts[1]
+	return a, true, nil
+}
+
+// state is what a subscriber knows of its authority: whether the service exists and its
+// endpoints by address.
+type state struct {
+	exists    bool
+	note      string
+	endpoints map[netip.AddrPort]*destinationv1.WeightedAddr
+}
+
+// resolver computes states from the informers' caches.
+type resolver struct {
+	kube          *Informers
+	controlPlane  string
+	trustDomain   string
+	clusterDomain string
+}
+
+// snapshot computes the current state of a.
+func (r *resolver) snapshot(a authority) state {
+	var svc *corev1.Service
+	var ok bool
+	if a.ip != "" {
+		svc, ok = r.kube.serviceByIP(a.ip)
+	} else {
+		svc, ok = r.kube.service(a.namespace, a.name)
+	}
+	if !ok {
+		return state{}
+	}
+	st := state{exists: true, endpoints: map[netip.AddrPort]*destinationv1.WeightedAddr{}}
+	if svc.Spec.Type == corev1.ServiceTypeExternalName {
+		st.note = fmt.Sprintf("ExternalName service (%s): resolving the external name is not supported yet", svc.Spec.ExternalName)
+		return st
+	}
+	// The service port named by the authority; a headless service without ports serves
+	// the authority's port on its endpoints directly.
+	var svcPort *corev1.ServicePort
+	for i := range svc.Spec.Ports {
+		if uint32(svc.Spec.Ports[i].Port) == a.port {
+			svcPort = &svc.Spec.Ports[i]
+			break
+		}
+	}
+	if svcPort == nil && len(svc.Spec.Ports) > 0 {
+		st.exists = false
+		st.note = fmt.Sprintf("service %s/%s has no port %d", svc.Namespace, svc.Name, a.port)
+		return st
+	}
+	opaqueSvc := opaquePorts(svc.Annotations)
+	for _, slice := range r.kube.endpointSlices(svc.Namespace, svc.Name) {
+		if slice.AddressType != discoveryv1.AddressTypeIPv4 && slice.AddressType != discoveryv1.AddressTypeIPv6 {
+			continue
+		}
+		port, found := a.port, svcPort == nil
+		if svcPort != nil {
+			for _, p := range slice.Ports {
+				if p.Port != nil && (p.Name == nil && svcPort.Name == "" || p.Name != nil && *p.Name == svcPort.Name) {
+					port, found = uint32(*p.Port), true
+					break
+				}
+			}
+		}
+		if !found {
+			continue
+		}
+		for _, ep := range slice.Endpoints {
+			if !usable(ep) {
+				continue
+			}
+			for _, addrText := range ep.Addresses {
+				ip, err := netip.ParseAddr(addrText)
+				if err != nil {
+					continue
+				}
+				addr := netip.AddrPortFrom(ip.Unmap(), uint16(port))
+				st.endpoints[addr] = r.endpoint(svc, ep, addr, opaqueSvc)
+			}
+		}
+	}
+	return st
+}
+
+// usable: ready (unknown counts as ready) and not terminating.
+func usable(ep discoveryv1.Endpoint) bool {
+	c := ep.Conditions
+	if c.Ready != nil && !*c.Ready {
+		return false
+	}
+	return c.Terminating == nil || !*c.Terminating
+}
+
+func (r *resolver) endpoint(svc *corev1.Service, ep discoveryv1.Endpoint, addr netip.AddrPort, opaqueSvc []uint16) *destinationv1.WeightedAddr {
+	wa := &destinationv1.WeightedAddr{
+		Addr:         &destinationv1.TcpAddress{Ip: addr.Addr().String(), Port: uint32(addr.Port())},
+		Weight:       1,
+		MetricLabels: map[string]string{LabelNamespace: svc.Namespace, LabelService: svc.Name},
+	}
+	if ep.Zone != nil {
+		wa.MetricLabels[LabelZone] = *ep.Zone
+	}
+	if ep.TargetRef == nil || ep.TargetRef.Kind != "Pod" {
+		return wa
+	}
+	pod, ok := r.kube.pod(ep.TargetRef.Namespace, ep.TargetRef.Name)
+	if !ok {
+		return wa
+	}
+	wa.MetricLabels[LabelPod] = pod.Name
+	if kind, name := ownerOf(pod); kind != "" {
+		wa.MetricLabels[LabelOwnerKind], wa.MetricLabels[LabelOwnerName] = kind, name
+	}
+	if !r.meshed(pod) {
+		return wa
+	}
+	sa := pod.Spec.ServiceAccountName
+	if sa == "" {
+		sa = "default"
+	}
+	wa.MetricLabels[LabelServiceAccount] = sa
+	if id, err := meshid.NewSpiffeID(r.trustDomain, pod.Namespace, sa); err == nil {
+		wa.TlsIdentity = id.String()
+	}
+	wa.ProtocolHint = destinationv1.ProtocolHint_PROTOCOL_HINT_HTTP2
+	if slices.Contains(opaqueSvc, addr.Port()) || slices.Contains(opaquePorts(pod.Annotations), addr.Port()) {
+		wa.ProtocolHint = destinationv1.ProtocolHint_PROTOCOL_HINT_OPAQUE
+	}
+	return wa
+}
+
+// meshed: the pod runs the injected proxy and belongs to this control plane.
+func (r *resolver) meshed(pod *corev1.Pod) bool {
+	if pod.Labels[inject.LabelControlPlaneNS] != r.controlPlane {
+		return false
+	}
+	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for _, c := range cs {
+			if c.Name == inject.ProxyContainerName {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// ownerOf names the pod's workload: a ReplicaSet made by a Deployment is reported as the
+// Deployment (the ReplicaSet name without its pod-template-hash suffix).
+func ownerOf(pod *corev1.Pod) (kind, name string) {
+	for _, ref := range pod.OwnerReferences {
+		if ref.Controller == nil || !*ref.Controller {
+			continue
+		}
+		if hash := pod.Labels["pod-template-hash"]; ref.Kind == "ReplicaSet" && hash != "" && strings.HasSuffix(ref.Name, "-"+hash) {
+			return "Deployment", strings.TrimSuffix(ref.Name, "-"+hash)
+		}
+		return ref.Kind, ref.Name
+	}
+	return "", ""
+}
+
+// opaquePorts reads config.lightmesh.io/opaque-ports: ports and ranges, comma-separated.
+func opaquePorts(annotations map[string]string) []uint16 {
+	v := annotations[inject.ConfigAnnotationPrefix+inject.KeyOpaquePorts]
+	if v == "" {
+		return nil
+	}
+	var ports []uint16
+	for part := range strings.SplitSeq(v, ",") {
+		first, last, isRange := strings.Cut(strings.TrimSpace(part), "-")
+		lo, err := strconv.ParseUint(first, 10, 16)
+		if err != nil {
+			continue
+		}
+		hi := lo
+		if isRange {
+			if hi, err = strconv.ParseUint(last, 10, 16); err != nil || hi < lo || hi-lo > 4096 {
+				continue
+			}
+		}
+		for p := lo; p <= hi; p++ {
+			ports = append(ports, uint16(p))
+		}
+	}
+	return ports
+}

@@ -1,0 +1,207 @@
+package destination
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	destinationv1 "github.com/lightmesh/lightmesh/controller/api/destination/v1"
+)
+
+const webFQDN = "web.shop.svc.cluster.local:80"
+
+func webObjects() (*corev1.Service, *corev1.Pod, *corev1.Pod, *corev1.Pod) {
+	return service("shop", "web", "10.96.0.5", servicePort("http", 80, intstr.FromString("http"))),
+		pod("shop", "web-1", "web", "lightmesh"), pod("shop", "web-2", "web", "lightmesh"), pod("shop", "web-3", "web", "lightmesh")
+}
+
+func TestFullSetThenAddsAndRemoves(t *testing.T) {
+	svc, p1, p2, p3 := webObjects()
+	ports := map[string]int32{"http": 8080}
+	e := newEnv(t, svc, p1, p2, p3, slice("shop", "web", "web-x", ports, ep{ip: "10.1.0.1", pod: "web-1"}, ep{ip: "10.1.0.2", pod: "web-2"}))
+	s := e.subscribe(webFQDN)
+
+	first := s.nextAdd()
+	if got, want := addrs(first), []string{"10.1.0.1:8080", "10.1.0.2:8080"}; !slices.Equal(got, want) {
+		t.Fatalf("first update: got %v, want the full set %v", got, want)
+	}
+	wa := first[0]
+	if wa.GetTlsIdentity() != "spiffe://cluster.local/ns/shop/sa/web" || wa.GetProtocolHint() != destinationv1.ProtocolHint_PROTOCOL_HINT_HTTP2 {
+		t.Errorf("meshed endpoint: identity %q hint %v", wa.GetTlsIdentity(), wa.GetProtocolHint())
+	}
+	wantLabels := map[string]string{LabelNamespace: "shop", LabelService: "web", LabelPod: "web-1", LabelOwnerKind: "Deployment",
+		LabelOwnerName: "web", LabelZone: "zone-a", LabelServiceAccount: "web"}
+	for k, v := range wantLabels {
+		if wa.GetMetricLabels()[k] != v {
+			t.Errorf("label %s = %q, want %q (all: %v)", k, wa.GetMetricLabels()[k], v, wa.GetMetricLabels())
+		}
+	}
+
+	e.update(slice("shop", "web", "web-x", ports, ep{ip: "10.1.0.1", pod: "web-1"}, ep{ip: "10.1.0.2", pod: "web-2"}, ep{ip: "10.1.0.3", pod: "web-3"}))
+	if got := addrs(s.nextAdd()); !slices.Equal(got, []string{"10.1.0.3:8080"}) {
+		t.Fatalf("scale up: got Add %v, want only the new endpoint", got)
+	}
+	e.update(slice("shop", "web", "web-x", ports, ep{ip: "10.1.0.2", pod: "web-2"}, ep{ip: "10.1.0.3", pod: "web-3"}))
+	if got := s.nextRemove(); !slices.Equal(got, []string{"10.1.0.1:8080"}) {
+		t.Fatalf("scale down: got Remove %v", got)
+	}
+	e.update(slice("shop", "web", "web-x", ports))
+	if got := s.nextRemove(); !slices.Equal(got, []string{"10.1.0.2:8080", "10.1.0.3:8080"}) {
+		t.Fatalf("scale to zero: got Remove %v", got)
+	}
+	if ne := s.next().GetNoEndpoints(); ne == nil || !ne.GetExists() {
+		t.Fatalf("scale to zero: want NoEndpoints{exists: true}, got %v", ne)
+	}
+}
+
+func TestNotReadyTerminatingAndOtherControlPlane(t *testing.T) {
+	svc, p1, p2, p3 := webObjects()
+	other := pod("shop", "web-4", "web", "other-mesh")
+	plain := pod("shop", "web-5", "web", "")
+	opaque := pod("shop", "web-6", "web", "lightmesh")
+	opaque.Annotations = map[string]string{"config.lightmesh.io/opaque-ports": "8000-8090"}
+	e := newEnv(t, svc, p1, p2, p3, other, plain, opaque, slice("shop", "web", "web-x", map[string]int32{"http": 8080},
+		ep{ip: "10.1.0.1", pod: "web-1"},
+		ep{ip: "10.1.0.2", pod: "web-2", notReady: true},
+		ep{ip: "10.1.0.3", pod: "web-3", terminat: true},
+		ep{ip: "10.1.0.4", pod: "web-4"},
+		ep{ip: "10.1.0.5", pod: "web-5"},
+		ep{ip: "10.1.0.6", pod: "web-6"}))
+	got := map[string]*destinationv1.WeightedAddr{}
+	for _, wa := range e.subscribe(webFQDN).nextAdd() {
+		got[addrKey(wa.GetAddr()).String()] = wa
+	}
+	if _, ok := got["10.1.0.2:8080"]; ok {
+		t.Error("a not-ready endpoint was sent")
+	}
+	if _, ok := got["10.1.0.3:8080"]; ok {
+		t.Error("a terminating endpoint was sent")
+	}
+	if len(got) != 4 {
+		t.Fatalf("got %d endpoints, want 4: %v", len(got), got)
+	}
+	for addr, wantID := range map[string]string{"10.1.0.4:8080": "", "10.1.0.5:8080": "", "10.1.0.1:8080": "spiffe://cluster.local/ns/shop/sa/web"} {
+		if id := got[addr].GetTlsIdentity(); id != wantID {
+			t.Errorf("%s: identity %q, want %q (another control plane's or an unmeshed pod gets none)", addr, id, wantID)
+		}
+	}
+	if h := got["10.1.0.6:8080"].GetProtocolHint(); h != destinationv1.ProtocolHint_PROTOCOL_HINT_OPAQUE {
+		t.Errorf("opaque port: hint %v", h)
+	}
+	if h := got["10.1.0.5:8080"].GetProtocolHint(); h != destinationv1.ProtocolHint_PROTOCOL_HINT_UNSPECIFIED {
+		t.Errorf("unmeshed pod: hint %v", h)
+	}
+}
+
+func TestMultiPortNamedTargetsAndClusterIP(t *testing.T) {
+	svc := service("shop", "web", "10.96.0.5",
+		servicePort("http", 80, intstr.FromString("web")), servicePort("admin", 9090, intstr.FromInt32(9091)))
+	e := newEnv(t, svc, pod("shop", "web-1", "web", "lightmesh"),
+		slice("shop", "web", "web-x", map[string]int32{"http": 8080, "admin": 9091}, ep{ip: "10.1.0.1", pod: "web-1"}))
+	for path, want := range map[string]string{
+		"web.shop.svc.cluster.local:9090": "10.1.0.1:9091",
+		"web.shop:80":                     "10.1.0.1:8080",
+		"10.96.0.5:80":                    "10.1.0.1:8080",
+		"WEB.shop.svc.cluster.local.:80":  "10.1.0.1:8080",
+	} {
+		if got := addrs(e.subscribe(path).nextAdd()); !slices.Equal(got, []string{want}) {
+			t.Errorf("%s: got %v, want %s", path, got, want)
+		}
+	}
+}
+
+func TestHeadlessWithoutPorts(t *testing.T) {
+	svc := service("shop", "db", corev1.ClusterIPNone)
+	e := newEnv(t, svc, pod("shop", "db-0", "db", "lightmesh"),
+		slice("shop", "db", "db-x", nil, ep{ip: "10.1.0.7", pod: "db-0"}))
+	if got := addrs(e.subscribe("db.shop.svc.cluster.local:5432").nextAdd()); !slices.Equal(got, []string{"10.1.0.7:5432"}) {
+		t.Fatalf("headless: got %v", got)
+	}
+}
+
+func TestUnknownExternalNameAndBadAuthority(t *testing.T) {
+	ext := service("shop", "api", "")
+	ext.Spec.Type, ext.Spec.ExternalName = corev1.ServiceTypeExternalName, "api.example.com"
+	svc, _, _, _ := webObjects()
+	e := newEnv(t, ext, svc)
+	for path, exists := range map[string]bool{
+		"nope.shop.svc.cluster.local:80": false, "example.com:443": false, "10.9.9.9:80": false,
+		"web.shop.svc.cluster.local:81": false, "api.shop.svc.cluster.local:443": true, webFQDN: true,
+	} {
+		ne := e.subscribe(path).next().GetNoEndpoints()
+		if ne == nil || ne.GetExists() != exists {
+			t.Errorf("%s: got %v, want NoEndpoints{exists: %v}", path, ne, exists)
+		}
+		if path == "api.shop.svc.cluster.local:443" && ne.GetNote() == "" {
+			t.Errorf("ExternalName: no note")
+		}
+	}
+	if err := e.service.Subscribe(e.ctx, "no-port", func(*destinationv1.Update) error { return nil }); err == nil {
+		t.Error("an authority without a port was accepted")
+	}
+}
+
+// A subscriber whose send never returns must not delay another subscriber.
+func TestStuckSubscriberDoesNotDelayOthers(t *testing.T) {
+	svc, p1, p2, p3 := webObjects()
+	ports := map[string]int32{"http": 8080}
+	e := newEnv(t, svc, p1, p2, p3, slice("shop", "web", "web-x", ports, ep{ip: "10.1.0.1", pod: "web-1"}))
+
+	stuckCtx, unstick := context.WithCancel(e.ctx)
+	defer unstick()
+	entered := make(chan struct{}, 1)
+	go func() {
+		_ = e.service.Subscribe(stuckCtx, webFQDN, func(*destinationv1.Update) error {
+			select {
+			case entered <- struct{}{}:
+			default:
+			}
+			<-stuckCtx.Done() // never reads: blocks like a full gRPC flow-control window
+			return stuckCtx.Err()
+		})
+	}()
+	select {
+	case <-entered:
+	case <-time.After(waitFor):
+		t.Fatal("the stuck subscriber never got its first update")
+	}
+
+	s := e.subscribe(webFQDN)
+	s.nextAdd()
+	start := time.Now()
+	var eps []ep
+	for i := 2; i <= 40; i++ {
+		eps = append(eps, ep{ip: fmt.Sprintf("10.1.0.%d", i), pod: "web-2"})
+		e.update(slice("shop", "web", "web-x", ports, append([]ep{{ip: "10.1.0.1", pod: "web-1"}}, eps...)...))
+	}
+	seen := map[string]bool{}
+	for len(seen) < 39 {
+		for _, a := range addrs(s.nextAdd()) {
+			seen[a] = true
+		}
+	}
+	if d := time.Since(start); d > waitFor {
+		t.Fatalf("the live subscriber took %s", d)
+	}
+}
+
+func TestDiffReplacesChangedEndpoints(t *testing.T) {
+	a := &destinationv1.WeightedAddr{Addr: &destinationv1.TcpAddress{Ip: "10.0.0.1", Port: 80}, Weight: 1}
+	b := &destinationv1.WeightedAddr{Addr: &destinationv1.TcpAddress{Ip: "10.0.0.1", Port: 80}, Weight: 1, TlsIdentity: "spiffe://cluster.local/ns/a/sa/b"}
+	k := addrKey(a.Addr)
+	last := &state{exists: true, endpoints: map[netip.AddrPort]*destinationv1.WeightedAddr{k: a}}
+	cur := &state{exists: true, endpoints: map[netip.AddrPort]*destinationv1.WeightedAddr{k: b}}
+	u := diff(last, cur)
+	if len(u) != 1 || u[0].GetAdd() == nil || u[0].GetAdd().GetAddrs()[0].GetTlsIdentity() == "" {
+		t.Fatalf("a changed endpoint must be re-added: %v", u)
+	}
+	if u := diff(cur, cur); len(u) != 0 {
+		t.Fatalf("no change must send nothing: %v", u)
+	}
+}

@@ -1,0 +1,382 @@
+// Package destination is the proxy's client of the controller's destination service: it
+// implements discovery.Resolver from Get streams.
+//
+// The first Resolve of a key (an authority, or an original destination address) opens a
+// stream for it and waits, at most InitialTimeout after it opened, for the first answer
+// (later lookups without an answer pass through at once); the stream then stays open and
+// updates the endpoint set in place. When a stream fails, the client keeps serving the last
+// known state and opens it again with backoff (MinBackoff doubling to
+// MaxBackoff, each wait drawn between half and all of that). The connection is mTLS with the
+// proxy's own workload certificate (the controller authenticates streams by it); until the
+// proxy has one, attempts wait.
+//
+// A key not resolved for IdleTimeout has its stream closed; at most MaxWatches keys are
+// watched (beyond, new keys pass through).
+//
+// A service the controller does not know (NoEndpoints{exists: false}), or no answer yet, is
+// not found: the proxy forwards to the original destination (passthrough). A service that
+// exists without endpoints is found with no endpoints: the proxy answers 503 or closes.
+// The client never imports client-go: the proxy talks to the controller only.
+package destination
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+
+	destinationv1 "github.com/lightmesh/lightmesh/controller/api/destination/v1"
+	meshid "github.com/lightmesh/lightmesh/internal/identity"
+	"github.com/lightmesh/lightmesh/proxy/discovery"
+	"github.com/lightmesh/lightmesh/proxy/meshtls"
+)
+
+// Defaults of the client.
+const (
+	DefaultServerName     = "destination.lightmesh.svc.cluster.local"
+	DefaultInitialTimeout = 2 * time.Second
+	DefaultMinBackoff     = time.Second
+	DefaultMaxBackoff     = 30 * time.Second
+	DefaultMaxWatches     = 4096
+	DefaultIdleTimeout    = 10 * time.Minute
+	maxMessageBytes       = 4 << 20
+)
+
+// Options configure a Client.
+type Options struct {
+	// Addr is the destination service, host:port. Required unless Client is given.
+	Addr string
+	// ServerName is the DNS name of the service's certificate; DefaultServerName when empty.
+	ServerName string
+	// Source gives the proxy's certificate and the trust anchors. Required unless Client is given.
+	Source meshtls.Source
+	// Client is used instead of dialing Addr (tests).
+	Client destinationv1.DestinationClient
+	// ContextToken is sent with every Get (the proxy's namespace and pod, for the controller's logs).
+	ContextToken string
+	// InitialTimeout bounds the wait for a key's first answer; DefaultInitialTimeout when zero.
+	InitialTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the waits between attempts.
+	MinBackoff, MaxBackoff time.Duration
+	// MaxWatches bounds the keys watched; beyond it, new keys pass through. DefaultMaxWatches when zero.
+	MaxWatches int
+	// Clock tells the time; nil means the system clock.
+	Clock meshid.Clock
+	// IdleTimeout: a key not resolved for this long has its stream closed (it is opened
+	// again on next use); DefaultIdleTimeout when zero.
+	IdleTimeout time.Duration
+	// After waits; nil means time.After.
+	After func(time.Duration) <-chan time.Time
+	// Jitter returns a number in [0, 1); nil means math/rand/v2.
+	Jitter func() float64
+	// Logger receives the logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Client resolves through the destination service. Create it with New.
+type Client struct {
+	opts Options
+	ctx  context.Context
+	log  *slog.Logger
+	api  destinationv1.DestinationClient
+	conn *grpc.ClientConn
+
+	mu      sync.Mutex
+	watches map[string]*watch
+}
+
+// view is one state of a key: exists=false is unknown (passthrough).
+type view struct {
+	exists bool
+	dst    *discovery.Destination
+}
+
+type watch struct {
+	key string
+	// deadline ends the wait for the first answer: later lookups without one pass through
+	// at once instead of each waiting.
+	deadline time.Time
+	// lastUsed is when Resolve last asked (Unix nanoseconds); cancel closes the stream.
+	lastUsed atomic.Int64
+	cancel   context.CancelFunc
+	ctx      context.Context
+	ready    chan struct{}
+	once     sync.Once
+	view     atomic.Pointer[view]
+}
+
+// New returns a client whose streams live until ctx ends.
+func New(ctx context.Context, opts Options) (*Client, error) {
+	if opts.ServerName == "" {
+		opts.ServerName = DefaultServerName
+	}
+	if opts.InitialTimeout == 0 {
+		opts.InitialTimeout = DefaultInitialTimeout
+	}
+	if opts.MinBackoff == 0 {
+		opts.MinBackoff = DefaultMinBackoff
+	}
+	if opts.MaxBackoff == 0 {
+		opts.MaxBackoff = DefaultMaxBackoff
+	}
+	if opts.MaxWatches == 0 {
+		opts.MaxWatches = DefaultMaxWatches
+	}
+	if opts.IdleTimeout == 0 {
+		opts.IdleTimeout = DefaultIdleTimeout
+	}
+	if opts.Clock == nil {
+		opts.Clock = meshid.SystemClock{}
+	}
+	if opts.After == nil {
+		opts.After = time.After
+	}
+	if opts.Jitter == nil {
+		opts.Jitter = rand.Float64
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	c := &Client{opts: opts, ctx: ctx, log: opts.Logger, api: opts.Client, watches: map[string]*watch{}}
+	if c.api == nil {
+		if opts.Addr == "" || opts.Source == nil {
+			return nil, errors.New("destination client: give the service's address and the proxy's certificate source")
+		}
+		creds := credentials.NewTLS(&tls.Config{
+			MinVersion: tls.VersionTLS12,
+			ServerName: opts.ServerName,
+			// RootCAs is read per handshake from the source (anchors may rotate).
+			InsecureSkipVerify: true, //nolint:gosec // verified below against the source's trust anchors
+			VerifyConnection: func(cs tls.ConnectionState) error {
+				roots := opts.Source.TrustAnchors()
+				if roots == nil || len(cs.PeerCertificates) == 0 {
+					return errors.New("no trust anchors yet, or no server certificate")
+				}
+				inter := x509Pool(cs)
+				_, err := cs.PeerCertificates[0].Verify(x509VerifyOptions(roots, inter, opts.ServerName))
+				return err
+			},
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+				if cert := opts.Source.Certificate(); cert != nil {
+					return cert, nil
+				}
+				return nil, meshtls.ErrNoCertificate
+			},
+		})
+		conn, err := grpc.NewClient(opts.Addr, grpc.WithTransportCredentials(creds),
+			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageBytes)))
+		if err != nil {
+			return nil, fmt.Errorf("destination client for %s: %w", opts.Addr, err)
+		}
+		c.conn, c.api = conn, destinationv1.NewDestinationClient(conn)
+		go func() { <-ctx.Done(); _ = conn.Close() }()
+	}
+	go c.evictLoop()
+	return c, nil
+}
+
+// Resolve looks up the authority (when given and known), then the original destination.
+func (c *Client) Resolve(ctx context.Context, target discovery.Target) (*discovery.Destination, bool, error) {
+	if target.Authority != "" {
+		if v := c.lookup(ctx, target.Authority); v != nil && v.exists {
+			return v.dst, true, nil
+		}
+	}
+	if target.Addr.IsValid() {
+		if v := c.lookup(ctx, target.Addr.String()); v != nil && v.exists {
+			return v.dst, true, nil
+		}
+	}
+	return nil, false, nil
+}
+
+// lookup returns the view of key, starting its stream on first use; nil without an answer.
+func (c *Client) lookup(ctx context.Context, key string) *view {
+	c.mu.Lock()
+	w, ok := c.watches[key]
+	if !ok {
+		if len(c.watches) >= c.opts.MaxWatches {
+			c.mu.Unlock()
+			c.log.Warn("too many destinations watched: passing through", "key", key, "max", c.opts.MaxWatches)
+			return nil
+		}
+		w = &watch{key: key, ready: make(chan struct{}), deadline: c.opts.Clock.Now().Add(c.opts.InitialTimeout)}
+		w.ctx, w.cancel = context.WithCancel(c.ctx)
+		c.watches[key] = w
+		go c.run(w)
+	}
+	c.mu.Unlock()
+	w.lastUsed.Store(c.opts.Clock.Now().UnixNano())
+	if v := w.view.Load(); v != nil {
+		return v
+	}
+	wait := w.deadline.Sub(c.opts.Clock.Now())
+	if wait <= 0 {
+		return nil
+	}
+	select {
+	case <-w.ready:
+	case <-ctx.Done():
+	case <-c.ctx.Done():
+	case <-c.opts.After(wait):
+		c.log.Info("no answer from the destination service yet: passing through", "key", key)
+	}
+	return w.view.Load()
+}
+
+// evictLoop closes idle streams every half IdleTimeout until the client's context ends.
+func (c *Client) evictLoop() {
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-c.opts.After(c.opts.IdleTimeout / 2):
+			c.evictIdle()
+		}
+	}
+}
+
+// evictIdle closes the streams of keys not resolved for IdleTimeout.
+func (c *Client) evictIdle() {
+	cutoff := c.opts.Clock.Now().Add(-c.opts.IdleTimeout).UnixNano()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for key, w := range c.watches {
+		if w.lastUsed.Load() < cutoff {
+			w.cancel()
+			delete(c.watches, key)
+		}
+	}
+}
+
+// run keeps w's stream open until the client's context ends or w is evicted.
+func (c *Client) run(w *watch) {
+	for attempt := 0; ; attempt++ {
+		if c.opts.Source != nil && !c.opts.Source.Ready() {
+			// The controller authenticates streams by the proxy's certificate: wait for it.
+			select {
+			case <-w.ctx.Done():
+				return
+			case <-c.opts.After(c.opts.MinBackoff):
+			}
+			attempt = -1
+			continue
+		}
+		got, err := c.stream(w)
+		if w.ctx.Err() != nil {
+			return
+		}
+		if got {
+			attempt = 0
+		}
+		c.log.Info("destination stream ended; keeping the last known endpoints", "key", w.key, "error", err)
+		select {
+		case <-w.ctx.Done():
+			return
+		case <-c.opts.After(c.backoff(attempt)):
+		}
+	}
+}
+
+func (c *Client) backoff(n int) time.Duration {
+	d := c.opts.MinBackoff
+	for i := 0; i < n && d < c.opts.MaxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, c.opts.MaxBackoff)
+	return d/2 + time.Duration(c.opts.Jitter()*float64(d/2))
+}
+
+// stream runs one Get stream; got reports whether it received anything.
+func (c *Client) stream(w *watch) (got bool, err error) {
+	ctx, cancel := context.WithCancel(w.ctx)
+	defer cancel()
+	stream, err := c.api.Get(ctx, &destinationv1.GetDestination{Path: w.key, ContextToken: c.opts.ContextToken})
+	if err != nil {
+		return false, err
+	}
+	var set map[netip.AddrPort]discovery.Endpoint
+	exists := false
+	for {
+		u, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = errors.New("the server closed the stream")
+			}
+			return got, err
+		}
+		if !got {
+			set = map[netip.AddrPort]discovery.Endpoint{} // a new stream starts with the full set
+		}
+		got = true
+		switch u := u.Update.(type) {
+		case *destinationv1.Update_Add:
+			exists = true
+			for _, wa := range u.Add.GetAddrs() {
+				if ep, ok := c.endpoint(w.key, wa); ok {
+					set[ep.Addr] = ep
+				}
+			}
+		case *destinationv1.Update_Remove:
+			for _, a := range u.Remove.GetAddrs() {
+				if addr, ok := addrPort(a); ok {
+					delete(set, addr)
+				}
+			}
+		case *destinationv1.Update_NoEndpoints:
+			exists = u.NoEndpoints.GetExists()
+			clear(set)
+		default:
+			continue
+		}
+		w.view.Store(newView(w.key, exists, set))
+		w.once.Do(func() { close(w.ready) })
+	}
+}
+
+func newView(key string, exists bool, set map[netip.AddrPort]discovery.Endpoint) *view {
+	dst := &discovery.Destination{Name: key, Endpoints: make([]discovery.Endpoint, 0, len(set))}
+	for _, ep := range set {
+		dst.Endpoints = append(dst.Endpoints, ep)
+	}
+	slices.SortFunc(dst.Endpoints, func(a, b discovery.Endpoint) int { return a.Addr.Compare(b.Addr) })
+	return &view{exists: exists, dst: dst}
+}
+
+func addrPort(a *destinationv1.TcpAddress) (netip.AddrPort, bool) {
+	ip, err := netip.ParseAddr(a.GetIp())
+	if err != nil || a.GetPort() == 0 || a.GetPort() > 65535 {
+		return netip.AddrPort{}, false
+	}
+	return netip.AddrPortFrom(ip.Unmap(), uint16(a.GetPort())), true
+}
+
+func (c *Client) endpoint(key string, wa *destinationv1.WeightedAddr) (discovery.Endpoint, bool) {
+	addr, ok := addrPort(wa.GetAddr())
+	if !ok {
+		c.log.Warn("the destination service sent an invalid address; ignoring it", "key", key, "addr", wa.GetAddr().String())
+		return discovery.Endpoint{}, false
+	}
+	ep := discovery.Endpoint{Addr: addr}
+	if id := wa.GetTlsIdentity(); id != "" {
+		var err error
+		if ep.Identity, err = meshid.ParseSpiffeID(id); err != nil {
+			c.log.Warn("the destination service sent an invalid identity; ignoring the endpoint", "key", key, "addr", addr.String(), "error", err)
+			return discovery.Endpoint{}, false
+		}
+	}
+	return ep, true
+}

@@ -1,0 +1,204 @@
+package discovery
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lightmesh/lightmesh/internal/identity"
+)
+
+// Defaults of PeakEWMA.
+const (
+	// DefaultDecay is the time constant of the latency average: an observation's weight
+	// falls to 1/e after it.
+	DefaultDecay = 10 * time.Second
+	// DefaultRTT is the latency assumed of an endpoint never observed.
+	DefaultRTT = 30 * time.Millisecond
+)
+
+// PeakEWMA is the power-of-two-choices balancer over peak-EWMA latency (Finagle's and
+// Linkerd's): Pick draws two distinct endpoints at random and takes the one with the lower
+// load, its latency average times one more than its requests in flight. The average jumps
+// to any latency above it (peak) and decays towards lower ones with time constant Decay, so a
+// slow endpoint is avoided at once and tried again gradually.
+//
+// Latencies come from the caller: Acquire before sending to an endpoint and call the
+// returned release with the latency observed. Endpoints never observed cost DefaultRTT. It
+// is safe for concurrent use.
+type PeakEWMA struct {
+	// Decay is the averaging time constant; DefaultDecay when zero.
+	Decay time.Duration
+	// DefaultRTT is the latency of an endpoint without observations; DefaultRTT when zero.
+	DefaultRTT time.Duration
+	// Clock tells the time; nil means the system clock.
+	Clock identity.Clock
+	// Rand returns a number in [0, n); nil means math/rand/v2.IntN.
+	Rand func(n int) int
+
+	mu    sync.RWMutex
+	stats map[netip.AddrPort]*ewmaStats
+}
+
+type ewmaStats struct {
+	pending atomic.Int64
+	mu      sync.Mutex
+	cost    float64 // nanoseconds
+	stamp   time.Time
+}
+
+func (b *PeakEWMA) now() time.Time {
+	if b.Clock == nil {
+		return time.Now()
+	}
+	return b.Clock.Now()
+}
+
+func (b *PeakEWMA) decay() float64 {
+	if b.Decay <= 0 {
+		return float64(DefaultDecay)
+	}
+	return float64(b.Decay)
+}
+
+func (b *PeakEWMA) defaultCost() float64 {
+	if b.DefaultRTT <= 0 {
+		return float64(DefaultRTT)
+	}
+	return float64(b.DefaultRTT)
+}
+
+func (b *PeakEWMA) intn(n int) int {
+	if b.Rand == nil {
+		return rand.IntN(n)
+	}
+	return b.Rand(n)
+}
+
+// Pick returns the less loaded of two endpoints drawn at random.
+func (b *PeakEWMA) Pick(dst *Destination) (Endpoint, error) {
+	if dst == nil || len(dst.Endpoints) == 0 {
+		return Endpoint{}, ErrNoEndpoints
+	}
+	n := len(dst.Endpoints)
+	if n == 1 {
+		return dst.Endpoints[0], nil
+	}
+	i := b.intn(n)
+	j := b.intn(n - 1)
+	if j >= i {
+		j++
+	}
+	a, c := dst.Endpoints[i], dst.Endpoints[j]
+	now := b.now()
+	if b.load(c.Addr, now) < b.load(a.Addr, now) {
+		return c, nil
+	}
+	return a, nil
+}
+
+// Load returns the endpoint's load now: its decayed latency average (ns) times one more than
+// its requests in flight.
+func (b *PeakEWMA) Load(addr netip.AddrPort) float64 { return b.load(addr, b.now()) }
+
+func (b *PeakEWMA) load(addr netip.AddrPort, now time.Time) float64 {
+	b.mu.RLock()
+	s := b.stats[addr]
+	b.mu.RUnlock()
+	if s == nil {
+		return b.defaultCost()
+	}
+	pending := float64(s.pending.Load() + 1)
+	s.mu.Lock()
+	cost := b.decayed(s, now)
+	s.mu.Unlock()
+	return cost * pending
+}
+
+// decayed is s's cost decayed to now (s.mu held).
+func (b *PeakEWMA) decayed(s *ewmaStats, now time.Time) float64 {
+	elapsed := now.Sub(s.stamp)
+	if elapsed <= 0 {
+		return s.cost
+	}
+	return s.cost * math.Exp(-float64(elapsed)/b.decay())
+}
+
+func (b *PeakEWMA) statsOf(addr netip.AddrPort) *ewmaStats {
+	b.mu.RLock()
+	s := b.stats[addr]
+	b.mu.RUnlock()
+	if s != nil {
+		return s
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.stats == nil {
+		b.stats = map[netip.AddrPort]*ewmaStats{}
+	}
+	if s = b.stats[addr]; s == nil {
+		s = &ewmaStats{cost: b.defaultCost(), stamp: b.now()}
+		b.stats[addr] = s
+	}
+	return s
+}
+
+// Acquire counts a request in flight to addr; release ends it with the latency observed.
+func (b *PeakEWMA) Acquire(addr netip.AddrPort) (release func(rtt time.Duration)) {
+	s := b.statsOf(addr)
+	s.pending.Add(1)
+	return func(rtt time.Duration) {
+		s.pending.Add(-1)
+		b.observe(s, rtt)
+	}
+}
+
+// Observe records a latency of addr outside Acquire.
+func (b *PeakEWMA) Observe(addr netip.AddrPort, rtt time.Duration) { b.observe(b.statsOf(addr), rtt) }
+
+func (b *PeakEWMA) observe(s *ewmaStats, rtt time.Duration) {
+	now := b.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rttf := float64(rtt)
+	if rttf > s.cost {
+		s.cost = rttf // peak: jump up at once
+	} else {
+		elapsed := float64(now.Sub(s.stamp))
+		if elapsed < 0 {
+			elapsed = 0
+		}
+		w := math.Exp(-elapsed / b.decay())
+		s.cost = s.cost*w + rttf*(1-w)
+	}
+	s.stamp = now
+}
+
+// Forget drops the statistics of endpoints not in keep (call it when endpoints go away).
+func (b *PeakEWMA) Forget(keep func(netip.AddrPort) bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for addr := range b.stats {
+		if !keep(addr) {
+			delete(b.stats, addr)
+		}
+	}
+}
+
+// Chain asks each resolver in turn and returns the first that finds the target.
+type Chain []Resolver
+
+// Resolve returns the first answer found; an error stops the chain.
+func (c Chain) Resolve(ctx context.Context, target Target) (*Destination, bool, error) {
+	for _, r := range c {
+		dst, found, err := r.Resolve(ctx, target)
+		if err != nil || found {
+			return dst, found, err
+		}
+	}
+	return nil, false, nil
+}

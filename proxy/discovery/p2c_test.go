@@ -1,0 +1,110 @@
+package discovery
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/lightmesh/lightmesh/internal/identity"
+)
+
+func twoEndpoints() *Destination {
+	return &Destination{Name: "web", Endpoints: []Endpoint{
+		{Addr: netip.MustParseAddrPort("10.0.0.1:80")}, {Addr: netip.MustParseAddrPort("10.0.0.2:80")},
+	}}
+}
+
+func TestPeakEWMAAvoidsSlowEndpointThenRetriesIt(t *testing.T) {
+	clock := identity.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	b := &PeakEWMA{Clock: clock, Decay: time.Second}
+	dst := twoEndpoints()
+	slow, fast := dst.Endpoints[0].Addr, dst.Endpoints[1].Addr
+	b.Observe(slow, 500*time.Millisecond)
+	b.Observe(fast, 5*time.Millisecond)
+	for i := range 20 {
+		ep, err := b.Pick(dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ep.Addr != fast {
+			t.Fatalf("pick %d: chose the slow endpoint (loads %f vs %f)", i, b.Load(slow), b.Load(fast))
+		}
+	}
+	// Peak: one slow answer makes the fast endpoint the slow one at once.
+	b.Observe(fast, time.Second)
+	if ep, _ := b.Pick(dst); ep.Addr != slow {
+		t.Fatalf("after a peak on %s, still chose it", fast)
+	}
+	// Decay: after many time constants both costs fall; the last observed lower wins.
+	clock.Advance(10 * time.Second)
+	b.Observe(fast, time.Millisecond)
+	if b.Load(fast) > float64(2*time.Millisecond) {
+		t.Fatalf("the average did not decay: %f", b.Load(fast))
+	}
+}
+
+func TestPeakEWMACountsRequestsInFlight(t *testing.T) {
+	clock := identity.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	b := &PeakEWMA{Clock: clock}
+	dst := twoEndpoints()
+	busy := dst.Endpoints[0].Addr
+	var releases []func(time.Duration)
+	for range 3 {
+		releases = append(releases, b.Acquire(busy))
+	}
+	if ep, _ := b.Pick(dst); ep.Addr == busy {
+		t.Fatal("chose the endpoint with 3 requests in flight over an idle one of the same latency")
+	}
+	for _, r := range releases {
+		r(DefaultRTT)
+	}
+	if got, want := b.Load(busy), float64(DefaultRTT); got != want {
+		t.Fatalf("load after release %f, want %f", got, want)
+	}
+}
+
+func TestPeakEWMAEdges(t *testing.T) {
+	b := &PeakEWMA{}
+	if _, err := b.Pick(&Destination{}); !errors.Is(err, ErrNoEndpoints) {
+		t.Fatalf("empty: %v", err)
+	}
+	one := &Destination{Endpoints: []Endpoint{{Addr: netip.MustParseAddrPort("10.0.0.1:80")}}}
+	if ep, err := b.Pick(one); err != nil || ep != one.Endpoints[0] {
+		t.Fatalf("one: %v %v", ep, err)
+	}
+	dst := twoEndpoints()
+	b.Observe(dst.Endpoints[0].Addr, time.Second)
+	b.Forget(func(netip.AddrPort) bool { return false })
+	if b.Load(dst.Endpoints[0].Addr) != float64(DefaultRTT) {
+		t.Fatal("Forget kept statistics")
+	}
+}
+
+func TestChain(t *testing.T) {
+	a, b := NewStatic(), NewStatic()
+	if err := b.Add("10.0.0.1:80", Endpoint{Addr: netip.MustParseAddrPort("10.0.0.9:80")}); err != nil {
+		t.Fatal(err)
+	}
+	dst, found, err := Chain{a, b}.Resolve(t.Context(), Target{Addr: netip.MustParseAddrPort("10.0.0.1:80")})
+	if err != nil || !found || dst.Endpoints[0].Addr.String() != "10.0.0.9:80" {
+		t.Fatalf("got %v %v %v", dst, found, err)
+	}
+}
+
+func BenchmarkPeakEWMAPick(b *testing.B) {
+	p := &PeakEWMA{}
+	dst := &Destination{}
+	for i := range 16 {
+		addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), 80)
+		dst.Endpoints = append(dst.Endpoints, Endpoint{Addr: addr})
+		p.Observe(addr, time.Duration(i+1)*time.Millisecond)
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			ep, _ := p.Pick(dst)
+			p.Acquire(ep.Addr)(time.Millisecond)
+		}
+	})
+}
