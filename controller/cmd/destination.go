@@ -5,23 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
-	"k8s.io/client-go/kubernetes"
 
-	"github.com/lightmesh/lightmesh/controller/admin"
 	"github.com/lightmesh/lightmesh/controller/destination"
 	"github.com/lightmesh/lightmesh/controller/identity"
 	meshid "github.com/lightmesh/lightmesh/internal/identity"
-	"github.com/lightmesh/lightmesh/internal/version"
 )
 
 // destinationOptions are the flags of `mesh-controller destination`.
@@ -135,19 +129,13 @@ func (refuseTokens) Review(context.Context, string, string) (identity.TokenRevie
 // runDestination runs the destination service and its admin server until ctx ends. Logs go
 // to errOut.
 func runDestination(ctx context.Context, _, errOut io.Writer, opts *destinationOptions) error {
-	level, err := parseLogLevel(opts.logLevel)
+	log, err := newLogger(errOut, opts.logLevel, "destination")
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(errOut, &slog.HandlerOptions{Level: level})).With("service", "destination")
-	config, err := kubeConfig(opts.kubeconfig)
+	client, err := kubeClient(opts.kubeconfig, "destination")
 	if err != nil {
 		return err
-	}
-	config.UserAgent = "mesh-controller-destination/" + version.Version
-	client, err := kubernetes.NewForConfig(config)
-	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
 	}
 	// The issuer gives the serving certificate (renewed by Watch) and the trust anchors that
 	// client certificates must chain to.
@@ -167,8 +155,7 @@ func runDestination(ctx context.Context, _, errOut io.Writer, opts *destinationO
 	if err != nil {
 		return err
 	}
-	registry := prometheus.NewRegistry()
-	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registry := newRegistry()
 	service, err := destination.New(destination.Options{
 		Informers:             informers,
 		ControlPlaneNamespace: opts.controlPlaneNamespace,
@@ -181,44 +168,20 @@ func runDestination(ctx context.Context, _, errOut io.Writer, opts *destinationO
 		return err
 	}
 
-	grpcLis, err := net.Listen("tcp", opts.addr)
-	if err != nil {
-		return fmt.Errorf("listen on --addr %s: %w", opts.addr, err)
-	}
-	adminLis, err := net.Listen("tcp", opts.adminAddr)
-	if err != nil {
-		_ = grpcLis.Close()
-		return fmt.Errorf("listen on --admin-addr %s: %w", opts.adminAddr, err)
-	}
-	log.Info("admin server listening", "addr", adminLis.Addr().String())
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	adminDone := make(chan error, 1)
-	go func() {
-		adminDone <- admin.Serve(ctx, adminLis, admin.NewHandler(registry, informers.Synced))
-	}()
 	ticker := time.NewTicker(opts.reloadInterval)
 	defer ticker.Stop()
 	go issuer.Watch(ctx, ticker.C)
-
-	var serveErr error
-	if err := informers.Start(ctx, opts.cacheSyncTimeout); err != nil {
-		serveErr = err
-		_ = grpcLis.Close()
-	} else {
-		tlsConfig := destination.RequireClientIdentity(issuer.TLSConfig(), issuer.TrustAnchors, opts.trustDomain, nil)
-		serveErr = service.Serve(ctx, grpcLis, tlsConfig)
-	}
-	cancel()
-	informers.Shutdown()
-	adminErr := <-adminDone
-	if serveErr != nil {
-		return fmt.Errorf("destination service: %w", serveErr)
-	}
-	if adminErr != nil {
-		return fmt.Errorf("admin server: %w", adminErr)
-	}
-	log.Info("stopped")
-	return nil
+	defer informers.Shutdown()
+	return serveWithAdmin(ctx, log, server{
+		name: "destination service", addr: opts.addr, adminAddr: opts.adminAddr,
+		registry: registry, ready: informers.Synced,
+		serve: func(ctx context.Context, lis net.Listener) error {
+			if err := informers.Start(ctx, opts.cacheSyncTimeout); err != nil {
+				_ = lis.Close()
+				return err
+			}
+			tlsConfig := destination.RequireClientIdentity(issuer.TLSConfig(), issuer.TrustAnchors, opts.trustDomain, nil)
+			return service.Serve(ctx, lis, tlsConfig)
+		},
+	})
 }

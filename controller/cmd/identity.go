@@ -6,23 +6,18 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/lightmesh/lightmesh/controller/admin"
 	"github.com/lightmesh/lightmesh/controller/identity"
 	meshid "github.com/lightmesh/lightmesh/internal/identity"
-	"github.com/lightmesh/lightmesh/internal/version"
 )
 
 // DefaultIssuerDir is where the install manifests mount the issuer Secret.
@@ -132,20 +127,14 @@ func parseLogLevel(s string) (slog.Level, error) {
 // runIdentity runs the identity service and its admin server until ctx ends. Logs go to
 // errOut; out is unused (the service prints no result).
 func runIdentity(ctx context.Context, _, errOut io.Writer, opts *identityOptions) error {
-	level, err := parseLogLevel(opts.logLevel)
+	log, err := newLogger(errOut, opts.logLevel, "identity")
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(errOut, &slog.HandlerOptions{Level: level})).With("service", "identity")
 
-	config, err := kubeConfig(opts.kubeconfig)
+	client, err := kubeClient(opts.kubeconfig, "identity")
 	if err != nil {
 		return err
-	}
-	config.UserAgent = "mesh-controller-identity/" + version.Version
-	client, err := kubernetes.NewForConfig(config)
-	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
 	}
 
 	var events identity.EventRecorder
@@ -156,8 +145,7 @@ func runIdentity(ctx context.Context, _, errOut io.Writer, opts *identityOptions
 		log.Warn("POD_NAME or POD_NAMESPACE is not set: issuer changes are logged but not recorded as Kubernetes Events; set them with the downward API")
 	}
 
-	registry := prometheus.NewRegistry()
-	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registry := newRegistry()
 	service, err := identity.New(identity.Options{
 		TrustDomain:      opts.trustDomain,
 		IssuerDir:        opts.issuerDir,
@@ -176,34 +164,10 @@ func runIdentity(ctx context.Context, _, errOut io.Writer, opts *identityOptions
 		return err
 	}
 
-	grpcLis, err := net.Listen("tcp", opts.addr)
-	if err != nil {
-		return fmt.Errorf("listen on --addr %s: %w", opts.addr, err)
-	}
-	adminLis, err := net.Listen("tcp", opts.adminAddr)
-	if err != nil {
-		_ = grpcLis.Close()
-		return fmt.Errorf("listen on --admin-addr %s: %w", opts.adminAddr, err)
-	}
-	log.Info("admin server listening", "addr", adminLis.Addr().String())
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	adminDone := make(chan error, 1)
-	go func() {
-		adminDone <- admin.Serve(ctx, adminLis, admin.NewHandler(registry, service.Ready))
-	}()
-	serveErr := service.Serve(ctx, grpcLis)
-	cancel()
-	adminErr := <-adminDone
-	if serveErr != nil {
-		return fmt.Errorf("identity service: %w", serveErr)
-	}
-	if adminErr != nil {
-		return fmt.Errorf("admin server: %w", adminErr)
-	}
-	log.Info("stopped")
-	return nil
+	return serveWithAdmin(ctx, log, server{
+		name: "identity service", addr: opts.addr, adminAddr: opts.adminAddr,
+		registry: registry, ready: service.Ready, serve: service.Serve,
+	})
 }
 
 func kubeConfig(kubeconfig string) (*rest.Config, error) {

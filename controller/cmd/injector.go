@@ -15,16 +15,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/util/validation"
-	"k8s.io/client-go/kubernetes"
 
-	"github.com/lightmesh/lightmesh/controller/admin"
 	"github.com/lightmesh/lightmesh/controller/injector"
 	"github.com/lightmesh/lightmesh/install"
-	"github.com/lightmesh/lightmesh/internal/version"
 )
 
 // injectorOptions are the flags of `mesh-controller injector`.
@@ -98,28 +93,21 @@ installation's configuration from the lightmesh-config ConfigMap of --control-pl
 
 // runInjector serves the webhook and its admin server until ctx ends. Logs go to errOut.
 func runInjector(ctx context.Context, _, errOut io.Writer, opts *injectorOptions) error {
-	level, err := parseLogLevel(opts.logLevel)
+	log, err := newLogger(errOut, opts.logLevel, "injector")
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(errOut, &slog.HandlerOptions{Level: level})).With("service", "injector")
 
 	certs := &injector.CertificateFiles{Dir: opts.tlsDir, Logger: log}
 	if err := certs.Load(); err != nil {
 		return fmt.Errorf("--tls-dir: %w; mount the %s Secret there", err, install.WebhookSecretName)
 	}
-	config, err := kubeConfig(opts.kubeconfig)
+	client, err := kubeClient(opts.kubeconfig, "injector")
 	if err != nil {
 		return err
 	}
-	config.UserAgent = "mesh-controller-injector/" + version.Version
-	client, err := kubernetes.NewForConfig(config)
-	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
-	}
 
-	registry := prometheus.NewRegistry()
-	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registry := newRegistry()
 	source := &injector.ConfigMapSource{Client: client.CoreV1(), Namespace: opts.controlPlaneNamespace, TTL: opts.configTTL}
 	handler, err := injector.New(injector.Options{
 		ControlPlaneNamespace: opts.controlPlaneNamespace,
@@ -142,20 +130,9 @@ func runInjector(ctx context.Context, _, errOut io.Writer, opts *injectorOptions
 		return true
 	}
 
-	lis, err := net.Listen("tcp", opts.addr)
-	if err != nil {
-		return fmt.Errorf("listen on --addr %s: %w", opts.addr, err)
-	}
-	adminLis, err := net.Listen("tcp", opts.adminAddr)
-	if err != nil {
-		_ = lis.Close()
-		return fmt.Errorf("listen on --admin-addr %s: %w", opts.adminAddr, err)
-	}
-	log.Info("listening", "addr", lis.Addr().String(), "admin", adminLis.Addr().String())
-
 	mux := http.NewServeMux()
 	mux.Handle("POST "+install.WebhookPath, handler)
-	server := &http.Server{
+	webhook := &http.Server{
 		Handler:           mux,
 		TLSConfig:         &tls.Config{GetCertificate: certs.GetCertificate, MinVersion: tls.VersionTLS12},
 		ReadHeaderTimeout: 5 * time.Second,
@@ -164,34 +141,27 @@ func runInjector(ctx context.Context, _, errOut io.Writer, opts *injectorOptions
 		IdleTimeout:       time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	adminDone := make(chan error, 1)
-	go func() {
-		adminDone <- admin.Serve(ctx, adminLis, admin.NewHandler(registry, ready))
-	}()
-	served := make(chan error, 1)
-	go func() { served <- server.ServeTLS(lis, "", "") }()
-	var serveErr error
-	select {
-	case serveErr = <-served:
-	case <-ctx.Done():
-		shutdownCtx, stop := context.WithTimeout(context.Background(), 5*time.Second)
-		if err := server.Shutdown(shutdownCtx); err != nil {
-			_ = server.Close()
-		}
-		stop()
-		serveErr = <-served
-	}
-	cancel()
-	adminErr := <-adminDone
-	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
-		return fmt.Errorf("webhook server: %w", serveErr)
-	}
-	if adminErr != nil {
-		return fmt.Errorf("admin server: %w", adminErr)
-	}
-	log.Info("stopped")
-	return nil
+	return serveWithAdmin(ctx, log, server{
+		name: "webhook server", addr: opts.addr, adminAddr: opts.adminAddr,
+		registry: registry, ready: ready,
+		serve: func(ctx context.Context, lis net.Listener) error {
+			served := make(chan error, 1)
+			go func() { served <- webhook.ServeTLS(lis, "", "") }()
+			var err error
+			select {
+			case err = <-served:
+			case <-ctx.Done():
+				shutdownCtx, stop := context.WithTimeout(context.Background(), 5*time.Second)
+				if err := webhook.Shutdown(shutdownCtx); err != nil {
+					_ = webhook.Close()
+				}
+				stop()
+				err = <-served
+			}
+			if errors.Is(err, http.ErrServerClosed) {
+				return nil
+			}
+			return err
+		},
+	})
 }
