@@ -100,6 +100,8 @@ type Exchange struct {
 	ServerID       string
 	// Meshed is true when the request goes over mTLS to another proxy.
 	Meshed bool
+	// Balanced is true when the balancer picked Target: it is told how the request went.
+	Balanced bool
 	// Labels are the request's metrics labels.
 	Labels metrics.Labels
 	// Status is the response status sent (or 0), Failure its classification.

@@ -45,6 +45,12 @@ func (p *Proxy) serveOutbound(ctx context.Context, c *net.TCPConn) {
 		p.outboundTCP(ctx, c, nil, dst)
 		return
 	}
+	// The destination service may say the port is opaque (its server may speak first):
+	// then detection is skipped. A discovery error is left to the request path to report.
+	if d, found, err := p.resolveAddr(ctx, dst); err == nil && found && d.Opaque() {
+		p.outboundTCPTo(ctx, c, nil, dst, d, true)
+		return
+	}
 	bufp := detectBuffers.Get().(*[]byte)
 	defer detectBuffers.Put(bufp)
 	proto, prefix, err := detect.Detect(c, *bufp, p.opts.DetectTimeout)

@@ -94,6 +94,7 @@ func (p *Proxy) resolve(next Handler) Handler {
 					return
 				}
 				ex.Target = ep.Addr
+				ex.Balanced = true
 				ex.Labels.Authority = dst.Name
 				if ep.Meshed() && p.opts.TLS != nil {
 					ex.Meshed = true
@@ -178,7 +179,12 @@ func (p *Proxy) roundTrip(ex *Exchange, rt http.RoundTripper) {
 	if r.ContentLength == 0 && r.Body != nil && r.Body != http.NoBody && len(r.TransferEncoding) == 0 && r.ProtoMajor == 1 {
 		r.Body = http.NoBody
 	}
+	var release discovery.Release
+	if ex.Balanced {
+		release = p.acquire(ex.Target)
+	}
 	resp, err := rt.RoundTrip(r)
+	release.Done(outcomeOf(r.Context(), err)) // time to response headers
 	if err != nil {
 		status, reason := classify(err)
 		p.fail(ex, status, reason, err)
@@ -281,33 +287,21 @@ func classify(err error) (int, string) {
 // a connection of its own and, when the server agrees (101), copies both ways.
 func (p *Proxy) forwardUpgrade(ex *Exchange) {
 	r := ex.R
-	ctx := r.Context()
-	var upstream net.Conn
-	var err error
-	if ex.Meshed {
-		upstream, err = p.dialMesh(ctx, ex.Target, ex.ServerIdentity, meshtls.ALPNHTTP1)
-	} else {
-		upstream, err = p.dialTCP(ctx, ex.Target)
+	var release discovery.Release
+	if ex.Balanced {
+		release = p.acquire(ex.Target)
 	}
+	upstream, br, resp, err := p.sendUpgrade(ex)
+	release.Done(outcomeOf(r.Context(), err)) // time to response headers
 	if err != nil {
 		status, reason := classify(err)
+		if errors.Is(err, errUpgradeWrite) {
+			status, reason = http.StatusBadGateway, reasonUpstream
+		}
 		p.fail(ex, status, reason, err)
 		return
 	}
 	defer upstream.Close()
-	r.RequestURI = ""
-	r.URL.Scheme, r.URL.Host = "http", ex.Target.String()
-	if err := r.Write(upstream); err != nil {
-		p.fail(ex, http.StatusBadGateway, reasonUpstream, err)
-		return
-	}
-	br := bufio.NewReader(upstream)
-	resp, err := http.ReadResponse(br, r)
-	if err != nil {
-		status, reason := classify(err)
-		p.fail(ex, status, reason, err)
-		return
-	}
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		defer resp.Body.Close()
 		p.writeResponse(ex, resp)
@@ -343,6 +337,37 @@ func (p *Proxy) forwardUpgrade(ex *Exchange) {
 	dst := &bufferedConn{Conn: upstream, r: br}
 	labels := ex.Labels
 	p.pipe(src, dst, nil, p.metrics.TCP(metrics.TCPLabels{Labels: labels, Peer: "src"}), p.metrics.TCP(metrics.TCPLabels{Labels: labels, Peer: "dst"}))
+}
+
+var errUpgradeWrite = errors.New("sending the upgrade request failed")
+
+// sendUpgrade opens a connection of its own to ex.Target, sends the request and reads the
+// response's header.
+func (p *Proxy) sendUpgrade(ex *Exchange) (net.Conn, *bufio.Reader, *http.Response, error) {
+	r := ex.R
+	var upstream net.Conn
+	var err error
+	if ex.Meshed {
+		upstream, err = p.dialMesh(r.Context(), ex.Target, ex.ServerIdentity, meshtls.ALPNHTTP1)
+	} else {
+		upstream, err = p.dialTCP(r.Context(), ex.Target)
+	}
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	r.RequestURI = ""
+	r.URL.Scheme, r.URL.Host = "http", ex.Target.String()
+	if err := r.Write(upstream); err != nil {
+		upstream.Close()
+		return nil, nil, nil, errors.Join(errUpgradeWrite, err)
+	}
+	br := bufio.NewReader(upstream)
+	resp, err := http.ReadResponse(br, r)
+	if err != nil {
+		upstream.Close()
+		return nil, nil, nil, err
+	}
+	return upstream, br, resp, nil
 }
 
 // bufferedConn reads through a bufio.Reader that may hold bytes already read from Conn.

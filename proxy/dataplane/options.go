@@ -48,7 +48,8 @@ type Options struct {
 	TLS *meshtls.TLS
 	// Resolver answers discovery; nil means none (every connection is passthrough).
 	Resolver discovery.Resolver
-	// Balancer picks endpoints (a RoundRobin when nil).
+	// Balancer picks endpoints (a PeakEWMA when nil). A discovery.LoadAware balancer is told
+	// of every request (time to response headers) and opaque connection (connect time).
 	Balancer discovery.Balancer
 	// Metrics records traffic; a new registry when nil.
 	Metrics *metrics.Registry
@@ -82,7 +83,7 @@ func (o *Options) validate() error {
 		o.OutboundAddr = DefaultOutboundAddr
 	}
 	if o.Balancer == nil {
-		o.Balancer = &discovery.RoundRobin{}
+		o.Balancer = &discovery.PeakEWMA{}
 	}
 	if o.Metrics == nil {
 		o.Metrics = metrics.New()

@@ -8,7 +8,13 @@
 // its identity as SNI: HTTP rides one multiplexed HTTP/2 connection per peer, upgrades a
 // dedicated HTTP/1.1 connection, and opaque TCP a connection to the peer's inbound port
 // with a transport header. Without discovery data the connection goes to its original
-// destination unchanged (passthrough).
+// destination unchanged (passthrough). A destination whose endpoints the destination
+// service hints opaque is carried as opaque TCP before any detection (its server may speak
+// first).
+//
+// The balancer (PeakEWMA by default) picks the endpoint; a discovery.LoadAware one counts
+// each request in flight until its response headers (each opaque connection until it is
+// connected) and learns that latency, so its choice follows latency times load.
 //
 // Inbound, mesh TLS (the proxies' ALPN and this proxy's SNI) is terminated, the client's
 // identity verified and passed to the application in lightmesh-client-id; other connections
@@ -32,6 +38,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lightmesh/lightmesh/proxy/discovery"
 	"github.com/lightmesh/lightmesh/proxy/h1"
 	"github.com/lightmesh/lightmesh/proxy/metrics"
 )
@@ -50,6 +57,8 @@ type Proxy struct {
 	h2      *http.Server
 	h2conns *chanListener
 	clients *clients
+	// loadAware is the balancer when it learns from traffic; nil otherwise.
+	loadAware discovery.LoadAware
 
 	outboundChain, inboundChain http.Handler
 
@@ -78,6 +87,7 @@ func New(opts Options) (*Proxy, error) {
 	p.h2conns = newChanListener()
 	p.h2 = p.newH2Server()
 	p.clients = newClients(p)
+	p.loadAware, _ = opts.Balancer.(discovery.LoadAware)
 	p.outboundChain = Chain(p.outboundForward(), p.sanitize(outbound), p.resolve, p.observe)
 	p.inboundChain = Chain(p.inboundForward(), p.sanitize(inbound), p.observe)
 	return p, nil
@@ -224,4 +234,25 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 // isOpaquePort reports whether port skips protocol detection.
 func (p *Proxy) isOpaquePort(port uint16) bool {
 	return slices.Contains(p.opts.OpaquePorts, port)
+}
+
+// acquire counts a request or connection to addr with the balancer until the Release is
+// done; the zero Release when the balancer does not learn from traffic.
+func (p *Proxy) acquire(addr netip.AddrPort) discovery.Release {
+	if p.loadAware == nil {
+		return discovery.Release{}
+	}
+	return p.loadAware.Acquire(addr)
+}
+
+// outcomeOf classifies how sending to an endpoint ended, for the balancer: a caller that
+// gave up says nothing of the endpoint but a lower bound of its latency.
+func outcomeOf(ctx context.Context, err error) discovery.Outcome {
+	switch {
+	case err == nil:
+		return discovery.Success
+	case ctx.Err() != nil, errors.Is(err, context.Canceled):
+		return discovery.Canceled
+	}
+	return discovery.Failure
 }

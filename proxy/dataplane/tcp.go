@@ -22,28 +22,45 @@ var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return 
 
 // outboundTCP sends an opaque connection where discovery says, or to its original destination.
 func (p *Proxy) outboundTCP(ctx context.Context, c *net.TCPConn, prefix []byte, dst netip.AddrPort) {
+	d, found, err := p.resolveAddr(ctx, dst)
+	if err != nil {
+		p.log.Warn("discovery failed; closing the connection", "dst", dst.String(), "err", err)
+		c.Close()
+		return
+	}
+	p.outboundTCPTo(ctx, c, prefix, dst, d, found)
+}
+
+// resolveAddr asks discovery about an original destination; found=false without a resolver.
+func (p *Proxy) resolveAddr(ctx context.Context, dst netip.AddrPort) (*discovery.Destination, bool, error) {
+	if p.opts.Resolver == nil {
+		return nil, false, nil
+	}
+	return p.opts.Resolver.Resolve(ctx, discovery.Target{Addr: dst})
+}
+
+// outboundTCPTo sends an opaque connection to an endpoint of d when found, else to dst.
+// The balancer learns the connect time (TLS handshake and transport header included).
+func (p *Proxy) outboundTCPTo(ctx context.Context, c *net.TCPConn, prefix []byte, dst netip.AddrPort, d *discovery.Destination, found bool) {
 	ep := discovery.Endpoint{Addr: dst}
 	authority := ""
-	if p.opts.Resolver != nil {
-		d, found, err := p.opts.Resolver.Resolve(ctx, discovery.Target{Addr: dst})
-		if err != nil {
-			p.log.Warn("discovery failed; closing the connection", "dst", dst.String(), "err", err)
+	if found {
+		var err error
+		if ep, err = p.opts.Balancer.Pick(d); err != nil {
+			p.log.Warn("no endpoint; closing the connection", "dst", dst.String(), "err", err)
 			c.Close()
 			return
 		}
-		if found {
-			if ep, err = p.opts.Balancer.Pick(d); err != nil {
-				p.log.Warn("no endpoint; closing the connection", "dst", dst.String(), "err", err)
-				c.Close()
-				return
-			}
-			authority = d.Name
-		}
+		authority = d.Name
 	}
 	if authority == "" {
 		authority = dst.String()
 	}
 	labels := metrics.Labels{Direction: outbound, Authority: authority, TLS: p.tlsLabel()}
+	var release discovery.Release
+	if found {
+		release = p.acquire(ep.Addr)
+	}
 	var upstream net.Conn
 	var err error
 	if ep.Meshed() && p.opts.TLS != nil {
@@ -52,6 +69,7 @@ func (p *Proxy) outboundTCP(ctx context.Context, c *net.TCPConn, prefix []byte, 
 	} else {
 		upstream, err = p.dialTCP(ctx, ep.Addr)
 	}
+	release.Done(outcomeOf(ctx, err))
 	src := p.metrics.TCP(metrics.TCPLabels{Labels: labels, Peer: "src"})
 	src.Open()
 	defer src.Close()

@@ -370,7 +370,7 @@ func (c *Client) endpoint(key string, wa *destinationv1.WeightedAddr) (discovery
 		c.log.Warn("the destination service sent an invalid address; ignoring it", "key", key, "addr", wa.GetAddr().String())
 		return discovery.Endpoint{}, false
 	}
-	ep := discovery.Endpoint{Addr: addr}
+	ep := discovery.Endpoint{Addr: addr, Protocol: protocolHint(wa.GetProtocolHint())}
 	if id := wa.GetTlsIdentity(); id != "" {
 		var err error
 		if ep.Identity, err = meshid.ParseSpiffeID(id); err != nil {
@@ -379,4 +379,15 @@ func (c *Client) endpoint(key string, wa *destinationv1.WeightedAddr) (discovery
 		}
 	}
 	return ep, true
+}
+
+// protocolHint maps the service's hint to discovery's; unknown values mean no hint.
+func protocolHint(h destinationv1.ProtocolHint) discovery.ProtocolHint {
+	switch h {
+	case destinationv1.ProtocolHint_PROTOCOL_HINT_HTTP2:
+		return discovery.ProtocolHTTP2
+	case destinationv1.ProtocolHint_PROTOCOL_HINT_OPAQUE:
+		return discovery.ProtocolOpaque
+	}
+	return discovery.ProtocolUnknown
 }

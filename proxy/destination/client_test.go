@@ -333,3 +333,39 @@ func TestClientEvictsIdleStreams(t *testing.T) {
 		t.Fatal("not found again after eviction")
 	}
 }
+
+func TestClientCarriesProtocolHints(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, stop := serve(t, lis)
+	defer stop()
+	c := newClient(t, lis.Addr().String())
+	target := discovery.Target{Authority: "db.shop.svc.cluster.local:5432"}
+	hinted := func(addr string, h destinationv1.ProtocolHint) *destinationv1.WeightedAddr {
+		ap := netip.MustParseAddrPort(addr)
+		return &destinationv1.WeightedAddr{Addr: &destinationv1.TcpAddress{Ip: ap.Addr().String(), Port: uint32(ap.Port())},
+			Weight: 1, TlsIdentity: "spiffe://cluster.local/ns/shop/sa/db", ProtocolHint: h}
+	}
+	go func() {
+		s := f.next(t)
+		s.updates <- &destinationv1.Update{Update: &destinationv1.Update_Add{Add: &destinationv1.WeightedAddrSet{Addrs: []*destinationv1.WeightedAddr{
+			hinted("10.1.0.1:5432", destinationv1.ProtocolHint_PROTOCOL_HINT_OPAQUE),
+			hinted("10.1.0.2:5432", destinationv1.ProtocolHint_PROTOCOL_HINT_HTTP2),
+			hinted("10.1.0.3:5432", destinationv1.ProtocolHint_PROTOCOL_HINT_UNSPECIFIED),
+			hinted("10.1.0.4:5432", destinationv1.ProtocolHint(99)),
+		}}}}
+	}()
+	eventually(t, c, target, "hinted endpoints", count(4))
+	dst, _, _ := c.Resolve(t.Context(), target)
+	want := []discovery.ProtocolHint{discovery.ProtocolOpaque, discovery.ProtocolHTTP2, discovery.ProtocolUnknown, discovery.ProtocolUnknown}
+	for i, ep := range dst.Endpoints {
+		if ep.Protocol != want[i] {
+			t.Errorf("%s: hint %v, want %v", ep.Addr, ep.Protocol, want[i])
+		}
+	}
+	if !dst.Opaque() || !dst.Endpoints[0].Opaque() || dst.Endpoints[1].Opaque() {
+		t.Errorf("Opaque: destination %v, endpoints %v %v", dst.Opaque(), dst.Endpoints[0].Opaque(), dst.Endpoints[1].Opaque())
+	}
+}

@@ -23,7 +23,38 @@ type Endpoint struct {
 	Addr netip.AddrPort
 	// Identity is the endpoint proxy's identity; zero when the endpoint is not meshed.
 	Identity identity.SpiffeID
+	// Protocol is what the destination service says the endpoint speaks; ProtocolUnknown
+	// lets the proxy detect it.
+	Protocol ProtocolHint
 }
+
+// ProtocolHint tells the outbound proxy how to reach an endpoint.
+type ProtocolHint uint8
+
+// Protocol hints.
+const (
+	// ProtocolUnknown: no hint; the proxy detects the protocol.
+	ProtocolUnknown ProtocolHint = iota
+	// ProtocolHTTP2: the endpoint's proxy accepts HTTP/2 from other proxies.
+	ProtocolHTTP2
+	// ProtocolOpaque: the endpoint's port is opaque; the proxy carries the connection's
+	// bytes without HTTP handling (over the mesh transport when the endpoint is meshed).
+	ProtocolOpaque
+)
+
+// String returns the hint's name.
+func (h ProtocolHint) String() string {
+	switch h {
+	case ProtocolHTTP2:
+		return "http2"
+	case ProtocolOpaque:
+		return "opaque"
+	}
+	return "unknown"
+}
+
+// Opaque reports whether the endpoint must be reached as opaque TCP.
+func (e Endpoint) Opaque() bool { return e.Protocol == ProtocolOpaque }
 
 // Meshed reports whether the endpoint runs a proxy the client must reach over mTLS.
 func (e Endpoint) Meshed() bool { return !e.Identity.IsZero() }
@@ -51,10 +82,45 @@ type Resolver interface {
 	Resolve(ctx context.Context, target Target) (dst *Destination, found bool, err error)
 }
 
+// Opaque reports whether any endpoint of dst is hinted opaque: its connections must skip
+// HTTP handling (a port's endpoints share the hint; during a change, opaque wins).
+func (d *Destination) Opaque() bool {
+	if d == nil {
+		return false
+	}
+	for i := range d.Endpoints {
+		if d.Endpoints[i].Opaque() {
+			return true
+		}
+	}
+	return false
+}
+
 // Balancer picks one endpoint of a destination.
 type Balancer interface {
 	Pick(dst *Destination) (Endpoint, error)
 }
+
+// LoadAware is a Balancer that learns from the traffic it balances: the proxy calls Acquire
+// just before sending to the endpoint picked and ends the returned Release once, when the
+// answer (response headers, or the connection) or the failure comes.
+type LoadAware interface {
+	Balancer
+	Acquire(addr netip.AddrPort) Release
+}
+
+// Outcome is how a request counted by Acquire ended.
+type Outcome uint8
+
+// Outcomes.
+const (
+	// Success: the endpoint answered (whatever the status).
+	Success Outcome = iota
+	// Failure: the endpoint failed (refused, reset, timed out): its cost rises.
+	Failure
+	// Canceled: the caller gave up first; the latency is only a lower bound.
+	Canceled
+)
 
 // ErrNoEndpoints means a destination has no endpoint to pick.
 var ErrNoEndpoints = errors.New("the destination has no endpoints")

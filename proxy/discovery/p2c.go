@@ -27,8 +27,8 @@ const (
 // to any latency above it (peak) and decays towards lower ones with time constant Decay, so a
 // slow endpoint is avoided at once and tried again gradually.
 //
-// Latencies come from the caller: Acquire before sending to an endpoint and call the
-// returned release with the latency observed. Endpoints never observed cost DefaultRTT. It
+// Latencies come from the caller: Acquire before sending to an endpoint and end the
+// returned Release when the answer comes (its latency is measured with Clock). Endpoints never observed cost DefaultRTT. It
 // is safe for concurrent use.
 type PeakEWMA struct {
 	// Decay is the averaging time constant; DefaultDecay when zero.
@@ -43,6 +43,8 @@ type PeakEWMA struct {
 	mu    sync.RWMutex
 	stats map[netip.AddrPort]*ewmaStats
 }
+
+var _ LoadAware = (*PeakEWMA)(nil)
 
 type ewmaStats struct {
 	pending atomic.Int64
@@ -147,24 +149,70 @@ func (b *PeakEWMA) statsOf(addr netip.AddrPort) *ewmaStats {
 	return s
 }
 
-// Acquire counts a request in flight to addr; release ends it with the latency observed.
-func (b *PeakEWMA) Acquire(addr netip.AddrPort) (release func(rtt time.Duration)) {
+// Release ends one request counted by Acquire: call Done (or DoneAfter) exactly once. The
+// zero Release does nothing, so callers may end one that was never acquired.
+type Release struct {
+	b     *PeakEWMA
+	s     *ewmaStats
+	start time.Time
+}
+
+// Done ends the request with the latency since Acquire, by the balancer's clock.
+func (r Release) Done(o Outcome) {
+	if r.s == nil {
+		return
+	}
+	r.DoneAfter(r.b.now().Sub(r.start), o)
+}
+
+// DoneAfter ends the request with the latency rtt.
+func (r Release) DoneAfter(rtt time.Duration, o Outcome) {
+	if r.s == nil {
+		return
+	}
+	r.s.pending.Add(-1)
+	r.b.observe(r.s, rtt, o)
+}
+
+// Acquire counts a request in flight to addr until the returned Release is done.
+func (b *PeakEWMA) Acquire(addr netip.AddrPort) Release {
 	s := b.statsOf(addr)
 	s.pending.Add(1)
-	return func(rtt time.Duration) {
-		s.pending.Add(-1)
-		b.observe(s, rtt)
+	return Release{b: b, s: s, start: b.now()}
+}
+
+// InFlight returns the requests in flight to addr (acquired and not yet released).
+func (b *PeakEWMA) InFlight(addr netip.AddrPort) int64 {
+	b.mu.RLock()
+	s := b.stats[addr]
+	b.mu.RUnlock()
+	if s == nil {
+		return 0
 	}
+	return s.pending.Load()
 }
 
 // Observe records a latency of addr outside Acquire.
-func (b *PeakEWMA) Observe(addr netip.AddrPort, rtt time.Duration) { b.observe(b.statsOf(addr), rtt) }
+func (b *PeakEWMA) Observe(addr netip.AddrPort, rtt time.Duration) {
+	b.observe(b.statsOf(addr), rtt, Success)
+}
 
-func (b *PeakEWMA) observe(s *ewmaStats, rtt time.Duration) {
+// observe folds one latency into s. A failure costs at least twice the current average (and
+// DefaultRTT), so an endpoint that fails fast does not attract traffic; a canceled request's
+// latency is a lower bound, so it can only raise the average.
+func (b *PeakEWMA) observe(s *ewmaStats, rtt time.Duration, o Outcome) {
 	now := b.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rttf := float64(rtt)
+	rttf := float64(max(rtt, 0))
+	switch o {
+	case Canceled:
+		if rttf <= s.cost {
+			return
+		}
+	case Failure:
+		rttf = max(rttf, 2*b.decayed(s, now), b.defaultCost())
+	}
 	if rttf > s.cost {
 		s.cost = rttf // peak: jump up at once
 	} else {

@@ -49,7 +49,7 @@ func TestPeakEWMACountsRequestsInFlight(t *testing.T) {
 	b := &PeakEWMA{Clock: clock}
 	dst := twoEndpoints()
 	busy := dst.Endpoints[0].Addr
-	var releases []func(time.Duration)
+	var releases []Release
 	for range 3 {
 		releases = append(releases, b.Acquire(busy))
 	}
@@ -57,7 +57,7 @@ func TestPeakEWMACountsRequestsInFlight(t *testing.T) {
 		t.Fatal("chose the endpoint with 3 requests in flight over an idle one of the same latency")
 	}
 	for _, r := range releases {
-		r(DefaultRTT)
+		r.DoneAfter(DefaultRTT, Success)
 	}
 	if got, want := b.Load(busy), float64(DefaultRTT); got != want {
 		t.Fatalf("load after release %f, want %f", got, want)
@@ -104,7 +104,77 @@ func BenchmarkPeakEWMAPick(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			ep, _ := p.Pick(dst)
-			p.Acquire(ep.Addr)(time.Millisecond)
+			p.Acquire(ep.Addr).DoneAfter(time.Millisecond, Success)
 		}
 	})
+}
+
+func TestPeakEWMAReleaseOutcomes(t *testing.T) {
+	clock := identity.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	b := &PeakEWMA{Clock: clock}
+	dst := twoEndpoints()
+	a, c := dst.Endpoints[0].Addr, dst.Endpoints[1].Addr
+
+	// Done measures the latency with the balancer's clock.
+	r := b.Acquire(a)
+	if b.InFlight(a) != 1 {
+		t.Fatalf("in flight %d, want 1", b.InFlight(a))
+	}
+	clock.Advance(200 * time.Millisecond)
+	r.Done(Success)
+	if b.InFlight(a) != 0 || b.Load(a) != float64(200*time.Millisecond) {
+		t.Fatalf("after Done: in flight %d, load %f", b.InFlight(a), b.Load(a))
+	}
+
+	// A fast failure costs twice the average (DefaultRTT for a new endpoint), each time.
+	b.Acquire(c).DoneAfter(time.Microsecond, Failure)
+	if got := b.Load(c); got != float64(2*DefaultRTT) {
+		t.Fatalf("after a fast failure: %f, want %f", got, float64(2*DefaultRTT))
+	}
+	b.Acquire(c).DoneAfter(time.Microsecond, Failure)
+	if got := b.Load(c); got != float64(4*DefaultRTT) {
+		t.Fatalf("after a second failure: %f, want %f", got, float64(4*DefaultRTT))
+	}
+
+	// A canceled request only raises the average (its latency is a lower bound).
+	before := b.Load(a)
+	clock.Advance(time.Second)
+	decayed := b.Load(a)
+	b.Acquire(a).DoneAfter(time.Millisecond, Canceled)
+	if got := b.Load(a); got != decayed || got >= before {
+		t.Fatalf("a short canceled request changed the average: %f (decayed %f)", got, decayed)
+	}
+	b.Acquire(a).DoneAfter(time.Second, Canceled)
+	if got := b.Load(a); got != float64(time.Second) {
+		t.Fatalf("a long canceled request: %f, want a peak of 1s", got)
+	}
+	if b.InFlight(a) != 0 || b.InFlight(c) != 0 {
+		t.Fatal("requests left in flight")
+	}
+
+	// The zero Release does nothing.
+	Release{}.Done(Failure)
+	Release{}.DoneAfter(time.Second, Success)
+}
+
+func BenchmarkPeakEWMAPickRelease(b *testing.B) {
+	clock := identity.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	p := &PeakEWMA{Clock: clock}
+	dst := &Destination{}
+	for i := range 16 {
+		addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), 80)
+		dst.Endpoints = append(dst.Endpoints, Endpoint{Addr: addr})
+		p.Observe(addr, time.Duration(i+1)*time.Millisecond)
+	}
+	var lb LoadAware = p
+	b.ReportAllocs()
+	for b.Loop() {
+		ep, err := lb.Pick(dst)
+		if err != nil {
+			b.Fatal(err)
+		}
+		r := lb.Acquire(ep.Addr)
+		clock.Advance(time.Millisecond)
+		r.Done(Success)
+	}
 }
