@@ -24,11 +24,14 @@ import (
 	proxyidentity "github.com/lightmesh/lightmesh/proxy/identity"
 	"github.com/lightmesh/lightmesh/proxy/meshtls"
 	"github.com/lightmesh/lightmesh/proxy/metrics"
+	"github.com/lightmesh/lightmesh/proxy/standalone"
 )
 
 // NewRootCmd returns the mesh-proxy command with its subcommands. Without a subcommand it
 // runs the proxy, configured by MESH_PROXY_* environment variables (see proxy/README.md).
 func NewRootCmd() *cobra.Command {
+	var envoyConfig string
+	var allowUnsupported bool
 	root := &cobra.Command{
 		Use:   "mesh-proxy",
 		Short: "the lightmesh sidecar and gateway proxy",
@@ -37,6 +40,11 @@ inbound on 4143, admin on 4191. It is configured by MESH_PROXY_* environment var
 proxy/README.md lists them.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if envoyConfig != "" {
+				ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+				defer stop()
+				return standalone.RunFile(ctx, envoyConfig, allowUnsupported, cmd.ErrOrStderr())
+			}
 			cfg, err := config.Load(os.LookupEnv)
 			if err != nil {
 				return fmt.Errorf("refusing to start: %w", err)
@@ -46,6 +54,8 @@ proxy/README.md lists them.`,
 			return Run(ctx, cfg, cmd.ErrOrStderr())
 		},
 	}
+	root.Flags().StringVar(&envoyConfig, "config", "", "run standalone from this Envoy v3 static bootstrap (YAML or JSON) instead of as a sidecar; see proxy/envoy/README.md")
+	root.Flags().BoolVar(&allowUnsupported, "allow-unsupported", false, "with --config, warn about unsupported Envoy fields instead of refusing to start")
 	root.AddCommand(cmdutil.NewVersionCmd("mesh-proxy"))
 	return root
 }
