@@ -3,6 +3,8 @@ package cmd
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -47,5 +49,25 @@ func TestVersionSubcommand(t *testing.T) {
 	root.SetOut(&out)
 	if err := root.Execute(); err != nil || out.Len() == 0 {
 		t.Fatalf("version: %v %q", err, out.String())
+	}
+}
+
+// --config runs the standalone proxy, which refuses an Envoy file with an unknown field and
+// names the field's path.
+func TestConfigFlagRefusesUnknownEnvoyField(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "envoy.yaml")
+	bad := "static_resources:\n  listeners: []\n  clusters:\n  - name: a\n    type: STATIC\n    colour: blue\n"
+	if err := os.WriteFile(file, []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	root := NewRootCmd()
+	root.SetArgs([]string{"--config", file})
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SilenceUsage = true
+	err := root.ExecuteContext(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "static_resources.clusters[0].colour") {
+		t.Fatalf("err = %v, want the unknown field named by its path", err)
 	}
 }
