@@ -56,6 +56,8 @@ const (
 	InjectorAdminPort = 9995
 	// DestinationAdminPort serves the destination service's /live, /ready and /metrics.
 	DestinationAdminPort = 9996
+	// StatsAdminPort serves the stats service's /live, /ready and /metrics.
+	StatsAdminPort = 9997
 	// WebhookTimeoutSeconds bounds each call of the API server to the injector.
 	WebhookTimeoutSeconds = 10
 	componentLabel        = "lightmesh.io/control-plane-component"
@@ -389,6 +391,28 @@ func deployment(v Values) *appsv1.Deployment {
 							{Name: "trust-anchors", MountPath: TrustAnchorsDir, ReadOnly: true},
 							{Name: "issuer", MountPath: IssuerDir, ReadOnly: true},
 						},
+						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+					}, {
+						// Scrapes the meshed pods' proxies and answers mesh stat (through the
+						// API server's service proxy, so RBAC decides who may read it).
+						Name:            "stats",
+						Image:           v.Controller.Image,
+						ImagePullPolicy: corev1.PullPolicy(v.ImagePullPolicy),
+						Args: []string{
+							"stats",
+							"--addr", ":" + strconv.Itoa(StatsPort),
+							"--admin-addr", ":" + strconv.Itoa(StatsAdminPort),
+							"--scrape-interval", "10s",
+							"--log-level", v.Controller.LogLevel,
+						},
+						Ports: []corev1.ContainerPort{
+							{Name: "stats", ContainerPort: StatsPort, Protocol: corev1.ProtocolTCP},
+							{Name: "stats-admin", ContainerPort: StatsAdminPort, Protocol: corev1.ProtocolTCP},
+						},
+						ReadinessProbe:           probe("/ready", "stats-admin"),
+						LivenessProbe:            probe("/live", "stats-admin"),
+						Resources:                requirements(v.Controller.Resources),
+						SecurityContext:          securityContext(),
 						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 					}},
 					Volumes: []corev1.Volume{

@@ -133,8 +133,8 @@ func TestInjectorContainerAndRole(t *testing.T) {
 	var d appsv1.Deployment
 	find(t, objects, "Deployment", ControllerName, &d)
 	spec := d.Spec.Template.Spec
-	if len(spec.Containers) != 3 || spec.Containers[1].Name != "injector" {
-		t.Fatalf("containers %d, want identity, injector and destination", len(spec.Containers))
+	if len(spec.Containers) != 4 || spec.Containers[1].Name != "injector" {
+		t.Fatalf("containers %d, want identity, injector, destination and stats", len(spec.Containers))
 	}
 	c := spec.Containers[1]
 	wantArgs := []string{"injector", "--addr", ":8443", "--admin-addr", ":9995", "--tls-dir", WebhookTLSDir, "--control-plane-namespace", "lightmesh", "--log-level", "info"}
@@ -173,7 +173,7 @@ func TestDestinationContainer(t *testing.T) {
 	var d appsv1.Deployment
 	find(t, objects, "Deployment", ControllerName, &d)
 	spec := d.Spec.Template.Spec
-	if len(spec.Containers) != 3 || spec.Containers[2].Name != "destination" {
+	if len(spec.Containers) != 4 || spec.Containers[2].Name != "destination" || spec.Containers[3].Name != "stats" {
 		t.Fatalf("containers %d, want destination third", len(spec.Containers))
 	}
 	c := spec.Containers[2]

@@ -22,6 +22,7 @@ func NewRootCmd() *cobra.Command {
 		newInjectCmd(kube),
 		newUninjectCmd(),
 		newCheckCmd(kube),
+		newStatCmd(kube),
 	)
 	return root
 }

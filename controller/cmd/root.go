@@ -15,5 +15,6 @@ func NewRootCmd() *cobra.Command {
 	}
 	root.AddCommand(cmdutil.NewVersionCmd("mesh-controller"), newCmdIdentity(), newCmdDestination())
 	root.AddCommand(newCmdInjector())
+	root.AddCommand(newCmdStats())
 	return root
 }

@@ -28,8 +28,9 @@ const (
 // slow endpoint is avoided at once and tried again gradually.
 //
 // Latencies come from the caller: Acquire before sending to an endpoint and end the
-// returned Release when the answer comes (its latency is measured with Clock). Endpoints never observed cost DefaultRTT. It
-// is safe for concurrent use.
+// returned Release when the answer comes (its latency is measured with Clock). An endpoint
+// never tried costs nothing, so it is tried at once, one request at a time until it answers
+// (its average starts at DefaultRTT). It is safe for concurrent use.
 type PeakEWMA struct {
 	// Decay is the averaging time constant; DefaultDecay when zero.
 	Decay time.Duration
@@ -112,7 +113,11 @@ func (b *PeakEWMA) load(addr netip.AddrPort, now time.Time) float64 {
 	s := b.stats[addr]
 	b.mu.RUnlock()
 	if s == nil {
-		return b.defaultCost()
+		// Never tried: try it now. Acquire then creates its stats at DefaultRTT with one
+		// request in flight, so it gets one probe at a time until it has answered, rather
+		// than the flood a zero cost would attract, or the starvation of a constant
+		// DefaultRTT next to endpoints that answer faster.
+		return 0
 	}
 	pending := float64(s.pending.Load() + 1)
 	s.mu.Lock()

@@ -76,8 +76,44 @@ func TestPeakEWMAEdges(t *testing.T) {
 	dst := twoEndpoints()
 	b.Observe(dst.Endpoints[0].Addr, time.Second)
 	b.Forget(func(netip.AddrPort) bool { return false })
-	if b.Load(dst.Endpoints[0].Addr) != float64(DefaultRTT) {
+	if b.Load(dst.Endpoints[0].Addr) != 0 {
 		t.Fatal("Forget kept statistics")
+	}
+}
+
+// An endpoint never tried is tried next to one that answers fast, and only one request at a
+// time until it has answered; one that went idle is tried again as its average decays.
+func TestPeakEWMATriesNewAndIdleEndpoints(t *testing.T) {
+	clock := identity.NewFakeClock(time.Unix(1000, 0))
+	b := &PeakEWMA{Clock: clock}
+	dst := twoEndpoints()
+	fast, fresh := dst.Endpoints[0].Addr, dst.Endpoints[1].Addr
+	for range 5 {
+		b.Acquire(fast).DoneAfter(time.Millisecond, Success)
+	}
+	if ep, _ := b.Pick(dst); ep.Addr != fresh {
+		t.Fatalf("picked %v, want the never-tried %v", ep.Addr, fresh)
+	}
+	probe := b.Acquire(fresh)
+	if ep, _ := b.Pick(dst); ep.Addr != fast {
+		t.Fatalf("picked %v while the probe of %v is in flight, want %v", ep.Addr, fresh, fast)
+	}
+	probe.DoneAfter(5*time.Millisecond, Success)
+	if ep, _ := b.Pick(dst); ep.Addr != fast {
+		t.Fatalf("picked %v, want the faster %v", ep.Addr, fast)
+	}
+	// fast keeps answering in 1ms; fresh, idle, decays below it and is tried again.
+	tried := false
+	for range 60 {
+		clock.Advance(time.Second)
+		if ep, _ := b.Pick(dst); ep.Addr == fresh {
+			tried = true
+			break
+		}
+		b.Acquire(fast).DoneAfter(time.Millisecond, Success)
+	}
+	if !tried {
+		t.Fatal("the idle endpoint was never tried again")
 	}
 }
 

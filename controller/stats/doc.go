@@ -1,0 +1,13 @@
+// Package stats is the controller's stats service: it finds meshed pods with a pod informer,
+// scrapes each proxy's admin /metrics (port 4191) on an interval, keeps about 15 minutes of
+// snapshots per pod in memory, and answers `mesh stat` with per-resource success rate, request
+// rate, latency quantiles and open TCP connections over a window, so no Prometheus is needed.
+//
+// API (JSON, read-only):
+//
+//	GET /api/v1/stat?resource=deployment&namespace=NS&name=NAME&window=1m
+//
+// resource is deployment, statefulset, daemonset, job, pod or namespace; namespace empty means
+// every namespace; name empty means every resource of that type; window is a Go duration from
+// 10s to 15m (default 1m). The answer is a Response: rows sorted by namespace and name.
+package stats
