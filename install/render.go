@@ -264,27 +264,26 @@ func service(v Values, name, portName string, port, targetPort int32) *corev1.Se
 func deployment(v Values) *appsv1.Deployment {
 	podLabels := commonLabels("controller")
 	podLabels[componentLabel] = controllerSelector
-	uid := int64(ControllerUID)
-	probe := func(path, port string) *corev1.Probe {
-		return &corev1.Probe{
-			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString(port)}},
-			TimeoutSeconds:   1,
-			PeriodSeconds:    10,
-			SuccessThreshold: 1,
-			FailureThreshold: 3,
-		}
-	}
 	yes := true
-	securityContext := func() *corev1.SecurityContext {
-		return &corev1.SecurityContext{
-			RunAsUser:                &uid,
-			RunAsGroup:               &uid,
-			RunAsNonRoot:             &yes,
-			AllowPrivilegeEscalation: new(bool),
-			ReadOnlyRootFilesystem:   &yes,
-			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-		}
+	identityMounts := []corev1.VolumeMount{
+		{Name: "trust-anchors", MountPath: TrustAnchorsDir, ReadOnly: true},
+		{Name: "issuer", MountPath: IssuerDir, ReadOnly: true},
+	}
+	identity := controllerContainer(v, "identity", "identity", IdentityPort, "admin", AdminPort, []string{
+		"--trust-anchors-file", TrustAnchorsFile,
+		"--issuer-dir", IssuerDir,
+		"--addr", ":" + strconv.Itoa(IdentityPort),
+		"--admin-addr", ":" + strconv.Itoa(AdminPort),
+		"--trust-domain", v.Identity.TrustDomain,
+		// The proxies check the identity service's certificate for the host of
+		// MESH_PROXY_IDENTITY_ADDR.
+		"--serving-name", "identity." + v.Namespace + ".svc." + v.ClusterDomain,
+	}, identityMounts...)
+	// The identity service records issuer problems as Events on its own Pod.
+	identity.Env = []corev1.EnvVar{
+		fieldEnv("POD_NAME", "metadata.name"),
+		fieldEnv("POD_NAMESPACE", "metadata.namespace"),
+		fieldEnv("POD_UID", "metadata.uid"),
 	}
 	return &appsv1.Deployment{
 		TypeMeta:   typeMeta("apps/v1", "Deployment"),
@@ -304,71 +303,15 @@ func deployment(v Values) *appsv1.Deployment {
 						RunAsNonRoot:   &yes,
 						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 					},
-					Containers: []corev1.Container{{
-						Name:            "identity",
-						Image:           v.Controller.Image,
-						ImagePullPolicy: corev1.PullPolicy(v.ImagePullPolicy),
-						Args: []string{
-							"identity",
-							"--trust-anchors-file", TrustAnchorsFile,
-							"--issuer-dir", IssuerDir,
-							"--addr", ":" + strconv.Itoa(IdentityPort),
-							"--admin-addr", ":" + strconv.Itoa(AdminPort),
-							"--trust-domain", v.Identity.TrustDomain,
-							// The proxies check the identity service's certificate for the
-							// host of MESH_PROXY_IDENTITY_ADDR.
-							"--serving-name", "identity." + v.Namespace + ".svc." + v.ClusterDomain,
-							"--log-level", v.Controller.LogLevel,
-						},
-						// The identity service records issuer problems as Events on its own Pod.
-						Env: []corev1.EnvVar{
-							fieldEnv("POD_NAME", "metadata.name"),
-							fieldEnv("POD_NAMESPACE", "metadata.namespace"),
-							fieldEnv("POD_UID", "metadata.uid"),
-						},
-						Ports: []corev1.ContainerPort{
-							{Name: "identity", ContainerPort: IdentityPort, Protocol: corev1.ProtocolTCP},
-							{Name: "admin", ContainerPort: AdminPort, Protocol: corev1.ProtocolTCP},
-						},
-						ReadinessProbe:  probe("/ready", "admin"),
-						LivenessProbe:   probe("/live", "admin"),
-						Resources:       requirements(v.Controller.Resources),
-						SecurityContext: securityContext(),
-						VolumeMounts: []corev1.VolumeMount{
-							{Name: "trust-anchors", MountPath: TrustAnchorsDir, ReadOnly: true},
-							{Name: "issuer", MountPath: IssuerDir, ReadOnly: true},
-						},
-						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
-					}, {
-						Name:            "injector",
-						Image:           v.Controller.Image,
-						ImagePullPolicy: corev1.PullPolicy(v.ImagePullPolicy),
-						Args: []string{
-							"injector",
+					Containers: []corev1.Container{
+						identity,
+						controllerContainer(v, "injector", "webhook", WebhookTargetPort, "injector-admin", InjectorAdminPort, []string{
 							"--addr", ":" + strconv.Itoa(WebhookTargetPort),
 							"--admin-addr", ":" + strconv.Itoa(InjectorAdminPort),
 							"--tls-dir", WebhookTLSDir,
 							"--control-plane-namespace", v.Namespace,
-							"--log-level", v.Controller.LogLevel,
-						},
-						Ports: []corev1.ContainerPort{
-							{Name: "webhook", ContainerPort: WebhookTargetPort, Protocol: corev1.ProtocolTCP},
-							{Name: "injector-admin", ContainerPort: InjectorAdminPort, Protocol: corev1.ProtocolTCP},
-						},
-						ReadinessProbe:  probe("/ready", "injector-admin"),
-						LivenessProbe:   probe("/live", "injector-admin"),
-						Resources:       requirements(v.Controller.Resources),
-						SecurityContext: securityContext(),
-						VolumeMounts: []corev1.VolumeMount{
-							{Name: "webhook-tls", MountPath: WebhookTLSDir, ReadOnly: true},
-						},
-						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
-					}, {
-						Name:            "destination",
-						Image:           v.Controller.Image,
-						ImagePullPolicy: corev1.PullPolicy(v.ImagePullPolicy),
-						Args: []string{
-							"destination",
+						}, corev1.VolumeMount{Name: "webhook-tls", MountPath: WebhookTLSDir, ReadOnly: true}),
+						controllerContainer(v, "destination", "destination", DestinationPort, "dest-admin", DestinationAdminPort, []string{
 							"--addr", ":" + strconv.Itoa(DestinationPort),
 							"--admin-addr", ":" + strconv.Itoa(DestinationAdminPort),
 							"--trust-anchors-file", TrustAnchorsFile,
@@ -376,45 +319,15 @@ func deployment(v Values) *appsv1.Deployment {
 							"--trust-domain", v.Identity.TrustDomain,
 							"--control-plane-namespace", v.Namespace,
 							"--cluster-domain", v.ClusterDomain,
-							"--log-level", v.Controller.LogLevel,
-						},
-						Ports: []corev1.ContainerPort{
-							{Name: "destination", ContainerPort: DestinationPort, Protocol: corev1.ProtocolTCP},
-							{Name: "dest-admin", ContainerPort: DestinationAdminPort, Protocol: corev1.ProtocolTCP},
-						},
-						// Ready once its Service, EndpointSlice and Pod caches are filled.
-						ReadinessProbe:  probe("/ready", "dest-admin"),
-						LivenessProbe:   probe("/live", "dest-admin"),
-						Resources:       requirements(v.Controller.Resources),
-						SecurityContext: securityContext(),
-						VolumeMounts: []corev1.VolumeMount{
-							{Name: "trust-anchors", MountPath: TrustAnchorsDir, ReadOnly: true},
-							{Name: "issuer", MountPath: IssuerDir, ReadOnly: true},
-						},
-						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
-					}, {
+						}, identityMounts...),
 						// Scrapes the meshed pods' proxies and answers mesh stat (through the
 						// API server's service proxy, so RBAC decides who may read it).
-						Name:            "stats",
-						Image:           v.Controller.Image,
-						ImagePullPolicy: corev1.PullPolicy(v.ImagePullPolicy),
-						Args: []string{
-							"stats",
+						controllerContainer(v, "stats", "stats", StatsPort, "stats-admin", StatsAdminPort, []string{
 							"--addr", ":" + strconv.Itoa(StatsPort),
 							"--admin-addr", ":" + strconv.Itoa(StatsAdminPort),
 							"--scrape-interval", "10s",
-							"--log-level", v.Controller.LogLevel,
-						},
-						Ports: []corev1.ContainerPort{
-							{Name: "stats", ContainerPort: StatsPort, Protocol: corev1.ProtocolTCP},
-							{Name: "stats-admin", ContainerPort: StatsAdminPort, Protocol: corev1.ProtocolTCP},
-						},
-						ReadinessProbe:           probe("/ready", "stats-admin"),
-						LivenessProbe:            probe("/live", "stats-admin"),
-						Resources:                requirements(v.Controller.Resources),
-						SecurityContext:          securityContext(),
-						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
-					}},
+						}),
+					},
 					Volumes: []corev1.Volume{
 						{Name: "trust-anchors", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 							LocalObjectReference: corev1.LocalObjectReference{Name: TrustRootsConfigMapName},
@@ -526,4 +439,52 @@ func fieldEnv(name, fieldPath string) corev1.EnvVar {
 	return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{
 		FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: fieldPath},
 	}}
+}
+
+// controllerContainer is one service of the controller pod: `mesh-controller SERVICE ARGS
+// --log-level L`, serving on port (named portName), with its admin server (/live, /ready,
+// /metrics: the probes) on adminPort.
+func controllerContainer(v Values, service, portName string, port int32, adminName string, adminPort int32,
+	args []string, mounts ...corev1.VolumeMount) corev1.Container {
+	return corev1.Container{
+		Name:            service,
+		Image:           v.Controller.Image,
+		ImagePullPolicy: corev1.PullPolicy(v.ImagePullPolicy),
+		Args:            append(append([]string{service}, args...), "--log-level", v.Controller.LogLevel),
+		Ports: []corev1.ContainerPort{
+			{Name: portName, ContainerPort: port, Protocol: corev1.ProtocolTCP},
+			{Name: adminName, ContainerPort: adminPort, Protocol: corev1.ProtocolTCP},
+		},
+		ReadinessProbe:           probe("/ready", adminName),
+		LivenessProbe:            probe("/live", adminName),
+		Resources:                requirements(v.Controller.Resources),
+		SecurityContext:          securityContext(),
+		VolumeMounts:             mounts,
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
+}
+
+// probe is an HTTP GET probe of a controller service's admin server.
+func probe(path, port string) *corev1.Probe {
+	return &corev1.Probe{
+		ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString(port)}},
+		TimeoutSeconds:   1,
+		PeriodSeconds:    10,
+		SuccessThreshold: 1,
+		FailureThreshold: 3,
+	}
+}
+
+// securityContext is every controller container's: non-root, read-only, no capabilities.
+func securityContext() *corev1.SecurityContext {
+	uid, yes := int64(ControllerUID), true
+	return &corev1.SecurityContext{
+		RunAsUser:                &uid,
+		RunAsGroup:               &uid,
+		RunAsNonRoot:             &yes,
+		AllowPrivilegeEscalation: new(bool),
+		ReadOnlyRootFilesystem:   &yes,
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	}
 }
