@@ -88,7 +88,8 @@ func TestPeakEWMATriesNewAndIdleEndpoints(t *testing.T) {
 	b := &PeakEWMA{Clock: clock}
 	dst := twoEndpoints()
 	fast, fresh := dst.Endpoints[0].Addr, dst.Endpoints[1].Addr
-	for range 5 {
+	for range 50 { // a busy, fast endpoint: its average falls from DefaultRTT towards 1ms
+		clock.Advance(time.Second)
 		b.Acquire(fast).DoneAfter(time.Millisecond, Success)
 	}
 	if ep, _ := b.Pick(dst); ep.Addr != fresh {
