@@ -575,6 +575,13 @@ cmd_down() {
                  "$RUN_DIR"/state/io.containerd.runtime.v2.task/*/*/shim.pid; do
     [ -f "$pidfile" ] && kill -KILL "$(cat "$pidfile")" 2>/dev/null || true
   done
+  # Shims whose PID files are gone are still ours by the containerd address they were given
+  # (our own socket): stop the container processes under each, then the shim.
+  local shim child
+  for shim in $(pgrep -f -- "-address $CONTAINERD_SOCK" || true); do
+    for child in $(ps -o pid= --ppid "$shim" 2>/dev/null); do kill -KILL "$child" 2>/dev/null || true; done
+    kill -KILL "$shim" 2>/dev/null || true
+  done
   local i
   for (( i=${#COMPONENTS[@]}-1; i>=0; i-- )); do
     [ "${COMPONENTS[$i]}" = kubelet ] || stop "${COMPONENTS[$i]}"
