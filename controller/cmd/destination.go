@@ -6,9 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -94,12 +91,9 @@ control plane. The serving certificate (destination.<ns>.svc.<cluster-domain>) i
 issuer read from --issuer-dir.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := opts.validate(); err != nil {
-				return err
-			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			return runDestination(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), opts)
+			return runUntilSignal(cmd, opts.validate, func(ctx context.Context, out, errOut io.Writer) error {
+				return runDestination(ctx, out, errOut, opts)
+			})
 		},
 	}
 	f := cmd.Flags()

@@ -7,8 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -92,12 +90,9 @@ it checks the token with a Kubernetes TokenReview and returns a certificate for 
 ServiceAccount, signed by the issuer read (and hot-reloaded) from --issuer-dir.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := opts.validate(); err != nil {
-				return err
-			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			return runIdentity(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), opts)
+			return runUntilSignal(cmd, opts.validate, func(ctx context.Context, out, errOut io.Writer) error {
+				return runIdentity(ctx, out, errOut, opts)
+			})
 		},
 	}
 	f := cmd.Flags()

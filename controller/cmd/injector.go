@@ -9,10 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -72,12 +69,9 @@ those annotated lightmesh.io/inject: enabled (or in a namespace annotated so), u
 installation's configuration from the lightmesh-config ConfigMap of --control-plane-namespace.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := opts.validate(); err != nil {
-				return err
-			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			return runInjector(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), opts)
+			return runUntilSignal(cmd, opts.validate, func(ctx context.Context, out, errOut io.Writer) error {
+				return runInjector(ctx, out, errOut, opts)
+			})
 		},
 	}
 	f := cmd.Flags()

@@ -6,14 +6,28 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/lightmesh/lightmesh/controller/admin"
 	"github.com/lightmesh/lightmesh/internal/version"
 )
+
+// runUntilSignal validates a service's flags, then runs it until SIGTERM or an interrupt.
+func runUntilSignal(cmd *cobra.Command, validate func() error, run func(ctx context.Context, out, errOut io.Writer) error) error {
+	if err := validate(); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return run(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr())
+}
 
 // newLogger returns the text logger of one controller service, at the level named by
 // logLevel (--log-level).

@@ -6,9 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -75,12 +72,9 @@ of each deployment, statefulset, daemonset, job, pod or namespace. mesh stat rea
 the API server's service proxy.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := opts.validate(); err != nil {
-				return err
-			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			return runStats(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), opts)
+			return runUntilSignal(cmd, opts.validate, func(ctx context.Context, out, errOut io.Writer) error {
+				return runStats(ctx, out, errOut, opts)
+			})
 		},
 	}
 	f := cmd.Flags()
