@@ -48,6 +48,8 @@ type Options struct {
 	TLS *meshtls.TLS
 	// Resolver answers discovery; nil means none (every connection is passthrough).
 	Resolver discovery.Resolver
+	// Policy supplies routes, traffic policies and inbound authorization; nil means none.
+	Policy discovery.PolicySource
 	// Balancer picks endpoints (a PeakEWMA when nil). A discovery.LoadAware balancer is told
 	// of every request (time to response headers) and opaque connection (connect time).
 	Balancer discovery.Balancer

@@ -88,8 +88,8 @@ func New(opts Options) (*Proxy, error) {
 	p.h2 = p.newH2Server()
 	p.clients = newClients(p)
 	p.loadAware, _ = opts.Balancer.(discovery.LoadAware)
-	p.outboundChain = Chain(p.outboundForward(), p.sanitize(outbound), p.resolve, p.observe)
-	p.inboundChain = Chain(p.inboundForward(), p.sanitize(inbound), p.observe)
+	p.outboundChain = Chain(p.outboundForward(), p.sanitize(outbound), p.resolve, p.route, p.observe)
+	p.inboundChain = Chain(p.inboundForward(), p.sanitize(inbound), p.observe, p.authorize)
 	return p, nil
 }
 

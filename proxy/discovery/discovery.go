@@ -26,6 +26,9 @@ type Endpoint struct {
 	// Protocol is what the destination service says the endpoint speaks; ProtocolUnknown
 	// lets the proxy detect it.
 	Protocol ProtocolHint
+	// Labels are the endpoint pod's labels (DestinationRule subsets select by them); nil
+	// when unknown.
+	Labels map[string]string
 }
 
 // ProtocolHint tells the outbound proxy how to reach an endpoint.

@@ -31,7 +31,7 @@ func TestParseStaticAndResolve(t *testing.T) {
 	a, _ := rr.Pick(dst)
 	b, _ := rr.Pick(dst)
 	c, _ := rr.Pick(dst)
-	if a == b || a != c {
+	if a.Addr == b.Addr || a.Addr != c.Addr {
 		t.Errorf("round robin picked %v %v %v", a.Addr, b.Addr, c.Addr)
 	}
 }

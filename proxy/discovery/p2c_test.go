@@ -70,7 +70,7 @@ func TestPeakEWMAEdges(t *testing.T) {
 		t.Fatalf("empty: %v", err)
 	}
 	one := &Destination{Endpoints: []Endpoint{{Addr: netip.MustParseAddrPort("10.0.0.1:80")}}}
-	if ep, err := b.Pick(one); err != nil || ep != one.Endpoints[0] {
+	if ep, err := b.Pick(one); err != nil || ep.Addr != one.Endpoints[0].Addr {
 		t.Fatalf("one: %v %v", ep, err)
 	}
 	dst := twoEndpoints()
