@@ -139,12 +139,12 @@ bench: ## Go benchmarks of the hot paths
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 .PHONY: demo
-demo: ## The seed's microservices, meshed (not yet: see issue 12)
-	@echo "make demo is not built yet: it needs mesh install (issue 6), the proxy (issue 5), the"
-	@echo "demo app and its manifests (issue 12). What works today: 'make cluster' starts a real"
-	@echo "local Kubernetes; 'make images' loads lightmesh's images into it."
-	@exit 1
+demo: ## The seed's microservices, meshed: starts the local cluster if none answers, installs, injects, drives traffic, shows mesh check and mesh stat
+	hack/demo.sh up
 
-.PHONY: clean
+.PHONY: demo-down
+demo-down: ## Remove the demo and the control plane it installed (the cluster keeps running)
+	hack/demo.sh down
+
 clean: ## Remove bin/ and the image tarballs
 	rm -rf bin $(IMAGES_OUT)
