@@ -9,6 +9,10 @@
 //
 // It stops after --duration (0: never) or on SIGTERM/SIGINT, after the requests in flight
 // finish. With --health-addr it also answers GET /healthz there, for probes.
+//
+// With --request "METHOD URL" (repeatable) it sends just those requests, one at a time, and
+// prints a line per request with the status, x-version and the proxy's Lightmesh-Proxy-Error
+// header: the end-to-end tests use it to try the seed's policies from a meshed pod.
 package main
 
 import (
@@ -35,7 +39,19 @@ func main() {
 	fs.IntVar(&opts.Users, "users", opts.Users, "user ids to ask for: 1..N")
 	fs.IntVar(&opts.MaxInFlight, "max-in-flight", opts.MaxInFlight, "requests outstanding at most; a request due beyond it is dropped and counted")
 	healthAddr := fs.String("health-addr", "", "if set, answer GET /healthz on this address (e.g. :8080)")
+	var requests []requestLine
+	fs.Func("request", `send this one request ("METHOD URL"; repeatable), print its status, and exit instead of generating traffic`, func(s string) error {
+		rl, err := parseRequestLine(s)
+		if err == nil {
+			requests = append(requests, rl)
+		}
+		return err
+	})
 	_ = fs.Parse(os.Args[1:])
+	if len(requests) > 0 {
+		sendRequests(context.Background(), newRequestClient(opts.Timeout), requests, os.Stdout)
+		return
+	}
 	if err := opts.validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "traffic:", err)
 		os.Exit(2)

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -49,7 +50,13 @@ func defaultOptions() options {
 }
 
 func (o options) validate() error {
+	if o.OrderURL == "" && o.UserURL == "" {
+		return errors.New("--order-url and --user-url are both empty: give at least one")
+	}
 	for name, s := range map[string]string{"--order-url": o.OrderURL, "--user-url": o.UserURL} {
+		if s == "" {
+			continue // that target is off
+		}
 		u, err := url.Parse(s)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("%s is %q: give an http:// base URL", name, s)
@@ -201,9 +208,16 @@ func run(ctx context.Context, opts options, out io.Writer) (summary, error) {
 }
 
 // one sends request number n: POST /api/orders, GET /api/orders/{id} and GET
-// /api/users/{id} in turn (a POST while no order is known yet).
+// /api/users/{id} in turn (a POST while no order is known yet), leaving out a target whose
+// URL is empty.
 func (g *generator) one(n int) {
 	userID := strconv.Itoa(1 + mrand.IntN(g.opts.Users))
+	switch {
+	case g.opts.OrderURL == "":
+		n = 2 // users only
+	case g.opts.UserURL == "":
+		n %= 2 // orders only
+	}
 	switch n % 3 {
 	case 1:
 		if id, ok := g.knownOrder(); ok {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -191,13 +192,36 @@ func TestValidate(t *testing.T) {
 		"users 0":           func(o *options) { o.Users = 0 },
 		"max-in-flight 0":   func(o *options) { o.MaxInFlight = 0 },
 		"order-url":         func(o *options) { o.OrderURL = "order-service:8080" },
-		"user-url":          func(o *options) { o.UserURL = "" },
+		"user-url":          func(o *options) { o.UserURL = "user-service" },
+		"both urls empty":   func(o *options) { o.UserURL, o.OrderURL = "", "" },
 	} {
 		o := defaultOptions()
 		change(&o)
 		if err := o.validate(); err == nil {
 			t.Errorf("%s: no error", name)
 		}
+	}
+}
+
+func TestOneTargetOnly(t *testing.T) {
+	var orders, users atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/api/orders") {
+			orders.Add(1)
+			w.WriteHeader(http.StatusCreated)
+			_, _ = io.WriteString(w, `{"id":"1"}`)
+			return
+		}
+		users.Add(1)
+	}))
+	defer srv.Close()
+	o := defaultOptions()
+	o.OrderURL, o.UserURL, o.RPS, o.Duration = "", srv.URL, 200, 100*time.Millisecond
+	if _, err := run(context.Background(), o, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if orders.Load() != 0 || users.Load() == 0 {
+		t.Errorf("with --order-url empty: %d orders, %d user requests; want only user requests", orders.Load(), users.Load())
 	}
 }
 
@@ -209,5 +233,42 @@ func TestSummaryString(t *testing.T) {
 	want := "elapsed=10s sent=9 dropped=1 | order-service ok=5 fail=1 [502:1] v1=5 v2=1 | user-service ok=3 fail=0 v1=3"
 	if got := s.String(); got != want {
 		t.Errorf("got  %q\nwant %q", got, want)
+	}
+}
+
+func TestSendRequests(t *testing.T) {
+	var paths []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		paths = append(paths, r.Method+" "+r.URL.EscapedPath())
+		w.Header().Set("x-version", "v2")
+		if r.Method == http.MethodPut {
+			w.Header().Set(proxyErrorHeader, "forbidden")
+			w.WriteHeader(http.StatusForbidden)
+		}
+	}))
+	defer srv.Close()
+	var reqs []requestLine
+	for _, s := range []string{"GET " + srv.URL + "/api/users/42", "put " + srv.URL + "/api/users/42", "GET " + srv.URL + "/api/%75sers/42", "GET " + srv.URL + "//api/users/42"} {
+		rl, err := parseRequestLine(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reqs = append(reqs, rl)
+	}
+	var out strings.Builder
+	sendRequests(context.Background(), newRequestClient(5*time.Second), reqs, &out)
+	want := "GET " + srv.URL + "/api/users/42 -> 200 version=v2 proxy-error=-\n" +
+		"PUT " + srv.URL + "/api/users/42 -> 403 version=v2 proxy-error=forbidden\n" +
+		"GET " + srv.URL + "/api/%75sers/42 -> 200 version=v2 proxy-error=-\n" +
+		"GET " + srv.URL + "//api/users/42 -> 200 version=v2 proxy-error=-\n"
+	if out.String() != want {
+		t.Errorf("output:\n%s\nwant:\n%s", out.String(), want)
+	}
+	// The paths arrive as written, not cleaned.
+	if got := strings.Join(paths, ","); got != "GET /api/users/42,PUT /api/users/42,GET /api/%75sers/42,GET //api/users/42" {
+		t.Errorf("the server saw %s", got)
+	}
+	if _, err := parseRequestLine("GET"); err == nil {
+		t.Error("a request line without URL was accepted")
 	}
 }

@@ -126,11 +126,29 @@ func newHandler(cfg config) http.Handler {
 	return s.withVersionAndFailures(mux)
 }
 
-// withVersionAndFailures sets x-version on every answer and injects the configured failures
-// into every request but /healthz.
+// maxDelay bounds the ?delay= a request may ask for.
+const maxDelay = 60 * time.Second
+
+// withVersionAndFailures sets x-version on every answer, holds a request that asks for it
+// with ?delay=DURATION (the circuit-breaker demo keeps connections busy that way), and injects
+// the configured failures into every request but /healthz.
 func (s *service) withVersionAndFailures(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("x-version", s.cfg.Version)
+		if d := r.URL.Query().Get("delay"); d != "" && r.URL.Path != "/healthz" {
+			delay, err := time.ParseDuration(d)
+			if err != nil || delay < 0 || delay > maxDelay {
+				s.writeError(w, http.StatusBadRequest, fmt.Sprintf("delay %q: give a duration from 0s to %s, such as 500ms", d, maxDelay))
+				return
+			}
+			timer := time.NewTimer(delay)
+			select {
+			case <-timer.C:
+			case <-r.Context().Done():
+				timer.Stop()
+				return
+			}
+		}
 		if r.URL.Path != "/healthz" && s.shouldFail() {
 			s.writeError(w, http.StatusInternalServerError, "injected failure")
 			return

@@ -224,3 +224,24 @@ func TestServe(t *testing.T) {
 		t.Fatal("serve did not return within 20s of its context's end")
 	}
 }
+
+func TestDelay(t *testing.T) {
+	h := newHandler(config{Version: "v1"})
+	if code, _, m := do(t, h, "GET", "/api/users/1?delay=soon", ""); code != http.StatusBadRequest || m["error"] == nil {
+		t.Errorf("a bad delay answered %d %v, want 400 with an error", code, m)
+	}
+	if code, _, _ := do(t, h, "GET", "/api/users/1?delay=2m", ""); code != http.StatusBadRequest {
+		t.Errorf("a delay over the cap answered %d, want 400", code)
+	}
+	// A client that gives up ends the wait: the handler returns without answering.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/api/users/1?delay=50s", nil).WithContext(ctx))
+	if rec.Body.Len() != 0 {
+		t.Errorf("a cancelled delayed request was answered: %q", rec.Body.String())
+	}
+	if code, _, m := do(t, h, "GET", "/api/users/1?delay=1ms", ""); code != http.StatusOK || m["id"] != "1" {
+		t.Errorf("a delayed request answered %d %v", code, m)
+	}
+}

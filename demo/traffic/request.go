@@ -1,0 +1,77 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// requestLine is one --request: a method and a URL.
+type requestLine struct {
+	Method, URL string
+}
+
+// parseRequestLine reads "METHOD URL".
+func parseRequestLine(s string) (requestLine, error) {
+	method, rawURL, ok := strings.Cut(strings.TrimSpace(s), " ")
+	rawURL = strings.TrimSpace(rawURL)
+	if !ok || method == "" || !strings.HasPrefix(rawURL, "http://") {
+		return requestLine{}, fmt.Errorf("--request %q: write METHOD URL, such as \"GET http://user-service/api/users/1\"", s)
+	}
+	return requestLine{Method: strings.ToUpper(method), URL: rawURL}, nil
+}
+
+// proxyErrorHeader is the header with which lightmesh's proxy says it made an answer itself.
+const proxyErrorHeader = "Lightmesh-Proxy-Error"
+
+// sendRequests sends each request once, in order, and prints one line per request:
+//
+//	GET http://user-service/api/users/42 -> 404 version=v1 proxy-error=-
+//
+// with "error: ..." in place of the status when there was no answer. The URL is sent as
+// written (its path is not cleaned), so path-normalisation cases can be tried.
+func sendRequests(ctx context.Context, client *http.Client, reqs []requestLine, out io.Writer) {
+	for _, rl := range reqs {
+		req, err := http.NewRequestWithContext(ctx, rl.Method, rl.URL, nil)
+		if err != nil {
+			fmt.Fprintf(out, "%s %s -> error: %v\n", rl.Method, rl.URL, err)
+			continue
+		}
+		if u := req.URL; u.RawPath == "" && strings.Contains(rl.URL, "%") {
+			// Keep escapes such as %75 as written rather than decoded and re-encoded.
+			_, after, _ := strings.Cut(strings.TrimPrefix(rl.URL, "http://"), "/")
+			u.Opaque = "//" + u.Host + "/" + strings.SplitN(after, "?", 2)[0]
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			fmt.Fprintf(out, "%s %s -> error: %v\n", rl.Method, rl.URL, err)
+			continue
+		}
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+		resp.Body.Close()
+		fmt.Fprintf(out, "%s %s -> %d version=%s proxy-error=%s\n", rl.Method, rl.URL, resp.StatusCode,
+			orDash(resp.Header.Get("x-version")), orDash(resp.Header.Get(proxyErrorHeader)))
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// newRequestClient is the client of sendRequests: no connection reuse between the requests
+// (each is decided on its own), a bounded timeout.
+func newRequestClient(timeout time.Duration) *http.Client {
+	return &http.Client{
+		Timeout:   timeout,
+		Transport: &http.Transport{DisableKeepAlives: true},
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+}
