@@ -47,9 +47,10 @@ func main() {
 		}
 		return err
 	})
+	parallel := fs.Bool("parallel", false, "with --request: send the requests all at once rather than one after the other")
 	_ = fs.Parse(os.Args[1:])
 	if len(requests) > 0 {
-		sendRequests(context.Background(), newRequestClient(opts.Timeout), requests, os.Stdout)
+		sendRequests(context.Background(), newRequestClient(opts.Timeout), requests, *parallel, os.Stdout)
 		return
 	}
 	if err := opts.validate(); err != nil {

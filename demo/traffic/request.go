@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -27,34 +28,47 @@ func parseRequestLine(s string) (requestLine, error) {
 // proxyErrorHeader is the header with which lightmesh's proxy says it made an answer itself.
 const proxyErrorHeader = "Lightmesh-Proxy-Error"
 
-// sendRequests sends each request once, in order, and prints one line per request:
+// sendRequests sends each request once and prints one line per request, in the order given:
 //
 //	GET http://user-service/api/users/42 -> 404 version=v1 proxy-error=-
 //
 // with "error: ..." in place of the status when there was no answer. The URL is sent as
-// written (its path is not cleaned), so path-normalisation cases can be tried.
-func sendRequests(ctx context.Context, client *http.Client, reqs []requestLine, out io.Writer) {
-	for _, rl := range reqs {
-		req, err := http.NewRequestWithContext(ctx, rl.Method, rl.URL, nil)
-		if err != nil {
-			fmt.Fprintf(out, "%s %s -> error: %v\n", rl.Method, rl.URL, err)
-			continue
+// written (its path is not cleaned), so path-normalisation cases can be tried. With parallel
+// the requests are all sent at once (to fill a connection pool); else one after the other.
+func sendRequests(ctx context.Context, client *http.Client, reqs []requestLine, parallel bool, out io.Writer) {
+	lines := make([]string, len(reqs))
+	var wg sync.WaitGroup
+	for i, rl := range reqs {
+		if parallel {
+			wg.Go(func() { lines[i] = sendOne(ctx, client, rl) })
+		} else {
+			lines[i] = sendOne(ctx, client, rl)
 		}
-		if u := req.URL; u.RawPath == "" && strings.Contains(rl.URL, "%") {
-			// Keep escapes such as %75 as written rather than decoded and re-encoded.
-			_, after, _ := strings.Cut(strings.TrimPrefix(rl.URL, "http://"), "/")
-			u.Opaque = "//" + u.Host + "/" + strings.SplitN(after, "?", 2)[0]
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			fmt.Fprintf(out, "%s %s -> error: %v\n", rl.Method, rl.URL, err)
-			continue
-		}
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-		resp.Body.Close()
-		fmt.Fprintf(out, "%s %s -> %d version=%s proxy-error=%s\n", rl.Method, rl.URL, resp.StatusCode,
-			orDash(resp.Header.Get("x-version")), orDash(resp.Header.Get(proxyErrorHeader)))
 	}
+	wg.Wait()
+	for _, line := range lines {
+		fmt.Fprintln(out, line)
+	}
+}
+
+func sendOne(ctx context.Context, client *http.Client, rl requestLine) string {
+	req, err := http.NewRequestWithContext(ctx, rl.Method, rl.URL, nil)
+	if err != nil {
+		return fmt.Sprintf("%s %s -> error: %v", rl.Method, rl.URL, err)
+	}
+	if u := req.URL; u.RawPath == "" && strings.Contains(rl.URL, "%") {
+		// Keep escapes such as %75 as written rather than decoded and re-encoded.
+		_, after, _ := strings.Cut(strings.TrimPrefix(rl.URL, "http://"), "/")
+		u.Opaque = "//" + u.Host + "/" + strings.SplitN(after, "?", 2)[0]
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Sprintf("%s %s -> error: %v", rl.Method, rl.URL, err)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	return fmt.Sprintf("%s %s -> %d version=%s proxy-error=%s", rl.Method, rl.URL, resp.StatusCode,
+		orDash(resp.Header.Get("x-version")), orDash(resp.Header.Get(proxyErrorHeader)))
 }
 
 func orDash(s string) string {

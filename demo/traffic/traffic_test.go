@@ -256,7 +256,7 @@ func TestSendRequests(t *testing.T) {
 		reqs = append(reqs, rl)
 	}
 	var out strings.Builder
-	sendRequests(context.Background(), newRequestClient(5*time.Second), reqs, &out)
+	sendRequests(context.Background(), newRequestClient(5*time.Second), reqs, false, &out)
 	want := "GET " + srv.URL + "/api/users/42 -> 200 version=v2 proxy-error=-\n" +
 		"PUT " + srv.URL + "/api/users/42 -> 403 version=v2 proxy-error=forbidden\n" +
 		"GET " + srv.URL + "/api/%75sers/42 -> 200 version=v2 proxy-error=-\n" +
@@ -267,6 +267,22 @@ func TestSendRequests(t *testing.T) {
 	// The paths arrive as written, not cleaned.
 	if got := strings.Join(paths, ","); got != "GET /api/users/42,PUT /api/users/42,GET /api/%75sers/42,GET //api/users/42" {
 		t.Errorf("the server saw %s", got)
+	}
+	// In parallel: every request is in flight at once (the handler holds them until all came),
+	// and the lines keep the order given.
+	var arrived sync.WaitGroup
+	arrived.Add(3)
+	held := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived.Done()
+		arrived.Wait()
+		w.WriteHeader(http.StatusTeapot)
+	}))
+	defer held.Close()
+	out.Reset()
+	three := []requestLine{{"GET", held.URL + "/1"}, {"GET", held.URL + "/2"}, {"GET", held.URL + "/3"}}
+	sendRequests(context.Background(), newRequestClient(5*time.Second), three, true, &out)
+	if want := "GET " + held.URL + "/1 -> 418 version=- proxy-error=-\nGET " + held.URL + "/2 -> 418 version=- proxy-error=-\nGET " + held.URL + "/3 -> 418 version=- proxy-error=-\n"; out.String() != want {
+		t.Errorf("parallel output:\n%s\nwant:\n%s", out.String(), want)
 	}
 	if _, err := parseRequestLine("GET"); err == nil {
 		t.Error("a request line without URL was accepted")
