@@ -116,6 +116,8 @@ func TestDemo(t *testing.T) {
 		t.Errorf("the traffic generator's direct requests to user-service should be denied with 403 by the seed's AuthorizationPolicy: %v", users)
 	}
 
+	seedChecks(t, c)
+
 	// PeerAuthentication STRICT: a plain-text request from an unmeshed pod is refused. It goes
 	// to order-service, which no AuthorizationPolicy selects, for an order the traffic
 	// generator made: without STRICT it would be answered 200.
@@ -138,6 +140,133 @@ spec:
 	if phase != "Failed" || strings.Contains(logs, "answer:") || !refused {
 		t.Errorf("an unmeshed pod's plain-text request to order-service should be refused under STRICT mTLS (pod %s):\n%s", phase, logs)
 	}
+}
+
+// seedChecks tries the seed's policies from meshed pods in namespace microservices, each
+// a one-shot run of the demo's traffic program with the ServiceAccount it needs.
+func seedChecks(t *testing.T, c *cluster) {
+	users := "http://user-service.microservices.svc.cluster.local"
+
+	t.Run("AuthorizationPolicy", func(t *testing.T) {
+		// mtls-policy.yaml: only order-service may GET and POST /api/users/*. User 42 does
+		// not exist: allowed GETs reach user-service and get its 404; POST its 405.
+		lines := requestsFrom(t, c, "order-service", false,
+			"GET "+users+"/api/users/42", "POST "+users+"/api/users/42", "PUT "+users+"/api/users/42",
+			"GET "+users+"/api/users", "GET "+users+"//api/users/42", "GET "+users+"/api/%75sers/42",
+			"GET "+users+"/api/x/../users/42", "GET "+users+"/api/users/1")
+		want := []string{"404", "405", "403 denied", "403 denied", "404", "404", "404", "200"}
+		for i, line := range lines {
+			got := statusOf(line)
+			if want[i] == "403 denied" {
+				if got != "403" || strings.Contains(line, "proxy-error=-") {
+					t.Errorf("%s: want 403 from the proxy (RBAC), got %s", line, got)
+				}
+				continue
+			}
+			if got != want[i] || !strings.Contains(line, "proxy-error=-") {
+				t.Errorf("%s: want %s from user-service itself", line, want[i])
+			}
+		}
+		other := requestsFrom(t, c, "traffic", false, "GET "+users+"/api/users/1")
+		if statusOf(other[0]) != "403" {
+			t.Errorf("another ServiceAccount: %s, want 403", other[0])
+		}
+	})
+
+	t.Run("TrafficSplit", func(t *testing.T) {
+		// traffic-splitting.yaml: 90/10 between user-service and user-service-v2, over 2,000
+		// requests within 3 points.
+		out := runTrafficPod(t, c, "order-service", []string{"--order-url=", "--user-url=" + users,
+			"--rps=200", "--duration=10s", "--report-every=1h", "--timeout=5s"})
+		counts, err := lastTrafficLine(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u := counts["user-service"]
+		total := u["v1"] + u["v2"]
+		if total < 1900 || u["fail"] > 0 {
+			t.Fatalf("the split run did not get ~2,000 answers without failures: %v", u)
+		}
+		if share := 100 * float64(u["v2"]) / float64(total); share < 7 || share > 13 {
+			t.Errorf("user-service-v2 got %.1f %% of %d requests, want 10 ± 3", share, total)
+		}
+	})
+
+	t.Run("CircuitBreaker", func(t *testing.T) {
+		// circuit-breaker.yaml: maxConnections 10 and http1MaxPendingRequests 10 on host
+		// user-service. 26 requests held at user-service at once: those beyond 10 in flight
+		// and 10 pending are answered 503 at once by the client's proxy. (The 90/10 split
+		// sends some to user-service-v2, which has no limits.)
+		var reqs []string
+		for range 26 {
+			reqs = append(reqs, "GET "+users+"/api/users/1?delay=8s")
+		}
+		lines := requestsFrom(t, c, "order-service", true, reqs...)
+		overflow, v1ok := 0, 0
+		for _, line := range lines {
+			switch {
+			case strings.Contains(line, "-> 503") && strings.Contains(line, "proxy-error=overflow"):
+				overflow++
+			case strings.Contains(line, "-> 200 version=v1"):
+				v1ok++
+			}
+		}
+		if overflow == 0 || v1ok > 20 {
+			t.Errorf("want at least one 503 overflow and at most 20 answers from v1; got %d overflows, %d from v1:\n%s", overflow, v1ok, strings.Join(lines, "\n"))
+		}
+	})
+}
+
+// requestsFrom sends requests ("METHOD URL") from a meshed pod with ServiceAccount sa and
+// returns one line per request ("METHOD URL -> STATUS version=V proxy-error=R").
+func requestsFrom(t *testing.T, c *cluster, sa string, parallel bool, requests ...string) []string {
+	t.Helper()
+	args := []string{"--timeout=30s"}
+	if parallel {
+		args = append(args, "--parallel")
+	}
+	for _, r := range requests {
+		args = append(args, "--request="+r)
+	}
+	out := strings.TrimSpace(runTrafficPod(t, c, sa, args))
+	lines := strings.Split(out, "\n")
+	if len(lines) != len(requests) {
+		t.Fatalf("want %d answers, got:\n%s", len(requests), out)
+	}
+	return lines
+}
+
+// statusOf returns the status of a requestsFrom line.
+func statusOf(line string) string {
+	_, after, _ := strings.Cut(line, " -> ")
+	status, _, _ := strings.Cut(after, " ")
+	return status
+}
+
+// runTrafficPod runs the demo's traffic program with args in a pod of namespace
+// microservices (injected by the webhook) as ServiceAccount sa, and returns its output.
+func runTrafficPod(t *testing.T, c *cluster, sa string, args []string) string {
+	t.Helper()
+	name := fmt.Sprintf("e2e-%s-%d", sa, time.Now().UnixNano()%1_000_000)
+	quoted, _ := json.Marshal(args)
+	c.apply(t, "microservices", fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: %s
+spec:
+  serviceAccountName: %s
+  restartPolicy: Never
+  containers:
+  - name: client
+    image: %s
+    imagePullPolicy: IfNotPresent
+    args: %s
+`, name, sa, testImage("demo-traffic"), quoted))
+	defer func() { _, _ = c.run(t, time.Minute, "-n", "microservices", "delete", "pod", name, "--wait=false") }()
+	if phase := c.waitPodDone(t, "microservices", name, 3*time.Minute); phase != "Succeeded" {
+		t.Fatalf("pod %s %s:\n%s", name, phase, c.describe(t, "microservices"))
+	}
+	return c.must(t, "-n", "microservices", "logs", name, "-c", "client")
 }
 
 // trafficCounts are one line of the traffic generator: per target, ok, fail, the counts by
