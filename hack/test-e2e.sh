@@ -25,6 +25,8 @@ if [ "$started" -eq 1 ] && [ -d "$CLUSTER_DIR" ]; then
   hack/cluster.sh down
 fi
 hack/cluster.sh up >/dev/null
+# The dashboard's end-to-end test loads its pages in Debian's headless Chromium.
+hack/ensure-packages.sh chromium
 make --no-print-directory images
 
 status=0

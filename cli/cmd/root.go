@@ -23,6 +23,7 @@ func NewRootCmd() *cobra.Command {
 		newUninjectCmd(),
 		newCheckCmd(kube),
 		newStatCmd(kube),
+		newDashboardCmd(kube),
 	)
 	return root
 }

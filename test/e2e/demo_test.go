@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -117,6 +118,7 @@ func TestDemo(t *testing.T) {
 	}
 
 	seedChecks(t, c)
+	t.Run("Dashboard", func(t *testing.T) { dashboardCheck(t, c, mesh) })
 
 	// PeerAuthentication STRICT: a plain-text request from an unmeshed pod is refused. It goes
 	// to order-service, which no AuthorizationPolicy selects, for an order the traffic
@@ -215,6 +217,83 @@ func seedChecks(t *testing.T, c *cluster) {
 			t.Errorf("want at least one 503 overflow and at most 20 answers from v1; got %d overflows, %d from v1:\n%s", overflow, v1ok, strings.Join(lines, "\n"))
 		}
 	})
+}
+
+// dashboardCheck serves the dashboard with `mesh dashboard` and loads its pages in headless
+// Chromium (Debian's): with the demo's traffic running, the namespace page shows the demo's
+// workloads with non-zero request rates, and the workload page's script draws its chart from
+// the live API. A screenshot of each page is kept in $E2E_ARTIFACTS (default
+// $TMPDIR/lightmesh-e2e-artifacts).
+func dashboardCheck(t *testing.T, c *cluster, mesh string) {
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatal("chromium is missing: hack/test-e2e.sh installs it (apt-get install chromium)")
+	}
+	artifacts := envOr("E2E_ARTIFACTS", filepath.Join(os.TempDir(), "lightmesh-e2e-artifacts"))
+	if err := os.MkdirAll(artifacts, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(mesh, "--kubeconfig", c.kubeconfig, "dashboard", "--port", "0")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	urlLine := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(stdout).ReadString('\n')
+		urlLine <- strings.TrimSpace(line)
+	}()
+	var base string
+	select {
+	case base = <-urlLine:
+	case <-time.After(30 * time.Second):
+		t.Fatal("mesh dashboard did not print its URL within 30s")
+	}
+	if !strings.HasPrefix(base, "http://localhost:") {
+		t.Fatalf("mesh dashboard printed %q", base)
+	}
+	browse := func(page, shot string) string {
+		t.Helper()
+		profile := t.TempDir()
+		common := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--user-data-dir=" + profile, "--window-size=1280,900", "--virtual-time-budget=15000"}
+		run := func(args ...string) string {
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, chromium, append(common, args...)...).Output()
+			if err != nil {
+				t.Fatalf("chromium %v: %v", args, err)
+			}
+			return string(out)
+		}
+		run("--screenshot="+filepath.Join(artifacts, shot), base+page)
+		return run("--dump-dom", base+page)
+	}
+
+	if dom := browse("/", "dashboard-namespaces.png"); !strings.Contains(dom, `href="/namespaces/microservices"`) {
+		t.Errorf("the namespaces page does not list microservices:\n%s", dom)
+	}
+	dom := browse("/namespaces/microservices", "dashboard-namespace.png")
+	rowRPS := regexp.MustCompile(`data-name="([\w-]+)">.*?<td class="rps">([^<]*)</td>`)
+	rates := map[string]string{}
+	for _, m := range rowRPS.FindAllStringSubmatch(strings.ReplaceAll(dom, "\n", ""), -1) {
+		rates[m[1]] = m[2]
+	}
+	for _, name := range []string{"user-service-v1", "user-service-v2", "order-service"} {
+		if r := rates[name]; r == "" || r == "-" || r == "0.0rps" {
+			t.Errorf("the namespace page shows %s with RPS %q, want a non-zero rate (rows: %v)", name, r, rates)
+		}
+	}
+	if dom := browse("/namespaces/microservices/deployment/order-service", "dashboard-workload.png"); !strings.Contains(dom, "<polyline") {
+		t.Errorf("the workload page's chart has no line: its script did not draw from the live API:\n%s", dom)
+	}
+	t.Logf("dashboard screenshots in %s", artifacts)
 }
 
 // requestsFrom sends requests ("METHOD URL") from a meshed pod with ServiceAccount sa and

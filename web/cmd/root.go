@@ -13,6 +13,6 @@ func NewRootCmd() *cobra.Command {
 		Use:   "mesh-web",
 		Short: "the lightmesh dashboard",
 	}
-	root.AddCommand(cmdutil.NewVersionCmd("mesh-web"))
+	root.AddCommand(cmdutil.NewVersionCmd("mesh-web"), newCmdServe())
 	return root
 }
