@@ -204,8 +204,8 @@ func (s *Server) workloadPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t := s.query(r.Context(), resource, ns, name)
-	t.Title = kindTitle(resource) + " " + name
-	s.render(w, "workload.html", pageData{Title: kindTitle(resource) + " " + ns + "/" + name, Namespace: ns, Kind: resource, Name: name, Window: s.opts.Window.String(), Tables: []table{t}})
+	t.Title = "Golden metrics"
+	s.render(w, "workload.html", pageData{Title: resource + " " + ns + "/" + name, Namespace: ns, Kind: resource, Name: name, Window: s.opts.Window.String(), Tables: []table{t}})
 }
 
 func (s *Server) render(w http.ResponseWriter, page string, data pageData) {

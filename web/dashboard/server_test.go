@@ -81,7 +81,7 @@ func TestPagesShowTheStats(t *testing.T) {
 	}{
 		{"/", []string{`<a href="/namespaces/microservices">microservices</a>`, "4/4", "90.00%", "17.3rps"}},
 		{"/namespaces/microservices", []string{"Deployments", `href="/namespaces/microservices/deployment/order-service"`, "6.7rps", "23ms", "user-service-v1", "50.00%", "10.2rps"}},
-		{"/namespaces/microservices/deploy/order-service", []string{"Deployments order-service", "6.7rps", `id="chart"`, "window 1m0s"}},
+		{"/namespaces/microservices/deploy/order-service", []string{"deployment microservices/order-service", "Golden metrics", "6.7rps", `id="chart"`, "window 1m0s"}},
 	} {
 		resp, body := get(t, s, http.MethodGet, tc.path, "localhost:50750")
 		if resp.StatusCode != http.StatusOK {
