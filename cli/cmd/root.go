@@ -24,6 +24,7 @@ func NewRootCmd() *cobra.Command {
 		newCheckCmd(kube),
 		newStatCmd(kube),
 		newDashboardCmd(kube),
+		newEdgesCmd(kube),
 	)
 	return root
 }

@@ -43,6 +43,9 @@ type statOptions struct {
 	window                time.Duration
 	output                string
 	controlPlaneNamespace string
+	// from and to are TYPE[/NAME] filters; fromNamespace and toNamespace their namespaces
+	// ("" means the resources' namespace).
+	from, to, fromNamespace, toNamespace string
 	// newClient returns a client of the core API group, whose service proxy reaches the
 	// stats service, and the kubeconfig's namespace; tests give a fake API server.
 	newClient func() (rest.Interface, string, error)
@@ -73,7 +76,12 @@ connections, as the control plane's stats service measured them by scraping the 
 
 TYPE is deployment (deploy), statefulset (sts), daemonset (ds), job, pod (po) or namespace (ns).
 The stats service is reached through the Kubernetes API server's service proxy, so you need
-permission to get services/proxy in the control plane's namespace.`,
+permission to get services/proxy in the control plane's namespace.
+
+--from TYPE[/NAME] keeps only the requests that came from that resource's pods; --to
+TYPE[/NAME] shows the resources' requests to that resource's pods instead of the ones they
+received. Pods are told apart by their mesh identity (namespace and ServiceAccount), so
+resources that share a ServiceAccount are not told apart; TCP figures are left out then.`,
 		Example: `  # every deployment in namespace shop, over the last minute
   mesh stat deploy -n shop
 
@@ -81,7 +89,11 @@ permission to get services/proxy in the control plane's namespace.`,
   mesh stat deploy web -n shop -t 5m -o wide
 
   # every namespace, as JSON
-  mesh stat ns -o json`,
+  mesh stat ns -o json
+
+  # what deployment api answered deployment web, and what web got from api
+  mesh stat deploy api -n shop --from deploy/web
+  mesh stat deploy web -n shop --to deploy/api`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := opts.setArgs(args); err != nil {
@@ -99,6 +111,10 @@ permission to get services/proxy in the control plane's namespace.`,
 	flags.DurationVarP(&opts.window, "time-window", "t", opts.window, fmt.Sprintf("the window the stats cover, from %s to %s", stats.MinWindow, stats.MaxWindow))
 	flags.StringVarP(&opts.output, "output", "o", opts.output, "output format: table, wide or json")
 	flags.StringVar(&opts.controlPlaneNamespace, "control-plane-namespace", opts.controlPlaneNamespace, "the namespace lightmesh is installed in")
+	flags.StringVar(&opts.from, "from", "", "only the requests from the pods of this resource (TYPE or TYPE/NAME)")
+	flags.StringVar(&opts.fromNamespace, "from-namespace", "", "the namespace of --from (default: --namespace)")
+	flags.StringVar(&opts.to, "to", "", "the requests to the pods of this resource (TYPE or TYPE/NAME) instead of the ones received")
+	flags.StringVar(&opts.toNamespace, "to-namespace", "", "the namespace of --to (default: --namespace)")
 	return cmd
 }
 
@@ -127,6 +143,18 @@ func (o *statOptions) validate() error {
 	if errs := validation.IsDNS1123Label(o.controlPlaneNamespace); len(errs) > 0 {
 		return fmt.Errorf("--control-plane-namespace %q: %s", o.controlPlaneNamespace, strings.Join(errs, "; "))
 	}
+	if o.from != "" && o.to != "" {
+		return errors.New("--from and --to exclude each other: give one of them")
+	}
+	for flag, spec := range map[string]string{"--from": o.from, "--to": o.to} {
+		if spec == "" {
+			continue
+		}
+		kind, _, _ := strings.Cut(spec, "/")
+		if r, ok := stats.Resources[strings.ToLower(kind)]; !ok || r == stats.ResourceNamespace {
+			return fmt.Errorf("%s %q: write TYPE or TYPE/NAME, such as deploy/web (TYPE: deployment, statefulset, daemonset, job, pod)", flag, spec)
+		}
+	}
 	return nil
 }
 
@@ -149,6 +177,11 @@ func runStat(ctx context.Context, _ io.Reader, out, errOut io.Writer, opts *stat
 	}
 	if opts.name != "" {
 		params.Set("name", opts.name)
+	}
+	for param, value := range map[string]string{"from": opts.from, "from_namespace": opts.fromNamespace, "to": opts.to, "to_namespace": opts.toNamespace} {
+		if value != "" {
+			params.Set(param, strings.ToLower(value))
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, kubeTimeout)
 	defer cancel()

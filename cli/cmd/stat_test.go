@@ -83,6 +83,8 @@ func TestStatGolden(t *testing.T) {
 		{"stat-all.table", []string{"deployment", "-A"}, statRows, url.Values{"resource": {"deployment"}, "window": {"1m0s"}}},
 		{"stat-one.wide", []string{"deploy", "frontend-long-name", "-n", "web", "-t", "5m", "-o", "wide"}, statRows[2:], url.Values{"resource": {"deployment"}, "namespace": {"web"}, "name": {"frontend-long-name"}, "window": {"5m0s"}}},
 		{"stat-deploy.json", []string{"deploy", "-o", "json"}, statRows[:2], url.Values{"resource": {"deployment"}, "namespace": {"shop"}, "window": {"1m0s"}}},
+		{"stat-from.table", []string{"deploy", "echo", "--from", "deploy/web", "--from-namespace", "front"}, statRows[:1], url.Values{"resource": {"deployment"}, "namespace": {"shop"}, "name": {"echo"}, "window": {"1m0s"}, "from": {"deploy/web"}, "from_namespace": {"front"}}},
+		{"stat-to.table", []string{"deploy", "--to", "deployment"}, statRows[:1], url.Values{"resource": {"deployment"}, "namespace": {"shop"}, "window": {"1m0s"}, "to": {"deployment"}}},
 		{"stat-ns.table", []string{"ns", "-n", "ignored"}, []stats.Row{{Resource: "namespace", Name: "shop", MeshedPods: 2, TotalPods: 3, SuccessRate: f(0.5), RequestsPerSecond: f(1), TCPConnections: f(0)}}, url.Values{"resource": {"namespace"}, "window": {"1m0s"}}},
 	}
 	for _, tc := range cases {
@@ -117,6 +119,9 @@ func TestStatErrors(t *testing.T) {
 		{[]string{"deploy", "-n", "a", "-A"}, "exclude each other"},
 		{[]string{"deploy", "--control-plane-namespace", "mesh"}, "no stats service in namespace mesh"},
 		{[]string{"deploy", "-t", "14m"}, "the stats service refused the query: window too long"},
+		{[]string{"deploy", "--from", "deploy/a", "--to", "deploy/b"}, "--from and --to exclude each other"},
+		{[]string{"deploy", "--from", "svc/a"}, `--from "svc/a": write TYPE or TYPE/NAME`},
+		{[]string{"deploy", "--to", "ns/a"}, `--to "ns/a"`},
 	} {
 		if _, _, err := runStatArgs(t, client, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("mesh stat %s: err %v, want it to contain %q", strings.Join(tc.args, " "), err, tc.want)

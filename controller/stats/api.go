@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -66,9 +67,11 @@ func (r *Row) fill(w windowStats) {
 		return
 	}
 	r.RequestsPerSecond = ptr(w.rps)
-	r.TCPConnections = ptr(w.tcpOpen)
-	r.ReadBytesPerSecond = ptr(w.readRate)
-	r.WriteBytesPerSecond = ptr(w.writeRate)
+	if !w.sliced {
+		r.TCPConnections = ptr(w.tcpOpen)
+		r.ReadBytesPerSecond = ptr(w.readRate)
+		r.WriteBytesPerSecond = ptr(w.writeRate)
+	}
 	if total := w.success + w.failure; total > 0 {
 		r.SuccessRate = ptr(w.success / total)
 	}
@@ -95,6 +98,28 @@ func ParseQuery(r *http.Request) (Query, error) {
 		return q, fmt.Errorf("resource %q: give deployment, statefulset, daemonset, job, pod or namespace", v.Get("resource"))
 	}
 	q.Resource = resource
+	for _, side := range []struct {
+		param string
+		ref   **Ref
+	}{{"from", &q.From}, {"to", &q.To}} {
+		spec := v.Get(side.param)
+		if spec == "" {
+			continue
+		}
+		kind, name, _ := strings.Cut(spec, "/")
+		resource, ok := Resources[kind]
+		if !ok || resource == ResourceNamespace {
+			return q, fmt.Errorf("%s %q: write TYPE or TYPE/NAME, TYPE one of deployment, statefulset, daemonset, job, pod", side.param, spec)
+		}
+		ns := v.Get(side.param + "_namespace")
+		if ns == "" {
+			ns = q.Namespace
+		}
+		*side.ref = &Ref{Resource: resource, Namespace: ns, Name: name}
+	}
+	if q.From != nil && q.To != nil {
+		return q, errors.New("give from or to, not both")
+	}
 	if w := v.Get("window"); w != "" {
 		d, err := time.ParseDuration(w)
 		if err != nil || d < MinWindow || d > MaxWindow {
@@ -120,6 +145,22 @@ func (s *Service) Handler() http.Handler {
 			return
 		}
 		writeJSON(w, http.StatusOK, Response{Resource: q.Resource, Window: q.Window.String(), Rows: rows})
+	})
+	mux.HandleFunc("GET "+EdgesPath, func(w http.ResponseWriter, r *http.Request) {
+		q, err := ParseQuery(r)
+		if err == nil && (q.From != nil || q.To != nil) {
+			err = errors.New("edges take no from or to")
+		}
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+			return
+		}
+		edges, err := s.Edges(q)
+		if err != nil {
+			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, EdgesResponse{Resource: q.Resource, Window: q.Window.String(), Edges: edges})
 	})
 	return mux
 }

@@ -19,6 +19,37 @@ type sample struct {
 	tcpOpen   float64 // tcp_open_connections (a gauge)
 	readBytes float64 // tcp_read_bytes_total
 	wrote     float64 // tcp_write_bytes_total
+	// inboundBy splits the inbound responses by the client's identity (client_id; "" for
+	// plain-text clients); outboundBy splits the outbound ones by the server's (server_id;
+	// "" when the destination is not meshed). They answer --from, --to and edges.
+	inboundBy, outboundBy map[string]*traffic
+}
+
+// traffic is the responses of one slice of a proxy's traffic: counts by classification and
+// cumulative latency buckets.
+type traffic struct {
+	success, failure float64
+	buckets          map[float64]float64
+}
+
+// peerTraffic returns the traffic of peer in by, creating it.
+func peerTraffic(by map[string]*traffic, peer string) *traffic {
+	t := by[peer]
+	if t == nil {
+		t = &traffic{buckets: map[float64]float64{}}
+		by[peer] = t
+	}
+	return t
+}
+
+// addHistogram adds a histogram's cumulative buckets (+Inf included) to buckets.
+func addHistogram(buckets map[float64]float64, h *dto.Histogram) {
+	for _, b := range h.GetBucket() {
+		buckets[b.GetUpperBound()] += float64(b.GetCumulativeCount())
+	}
+	if n := len(h.GetBucket()); n == 0 || !math.IsInf(h.GetBucket()[n-1].GetUpperBound(), 1) {
+		buckets[math.Inf(1)] += float64(h.GetSampleCount())
+	}
 }
 
 // parseSample reads Prometheus text and sums the inbound series of the metrics stats uses.
@@ -28,28 +59,36 @@ func parseSample(r io.Reader) (sample, error) {
 	if err != nil {
 		return sample{}, fmt.Errorf("parse the metrics: %w", err)
 	}
-	s := sample{buckets: map[float64]float64{}}
+	s := sample{buckets: map[float64]float64{}, inboundBy: map[string]*traffic{}, outboundBy: map[string]*traffic{}}
 	for _, m := range families["response_total"].GetMetric() {
-		if !inbound(m, false) {
+		by, peer := s.outboundBy, label(m, "server_id")
+		if inbound(m, false) {
+			by, peer = s.inboundBy, label(m, "client_id")
+		} else if label(m, "direction") != "outbound" {
 			continue
 		}
+		t := peerTraffic(by, peer)
 		switch label(m, "classification") {
 		case "success":
-			s.success += m.GetCounter().GetValue()
+			t.success += m.GetCounter().GetValue()
 		case "failure":
-			s.failure += m.GetCounter().GetValue()
+			t.failure += m.GetCounter().GetValue()
 		}
 	}
+	for _, t := range s.inboundBy {
+		s.success += t.success
+		s.failure += t.failure
+	}
 	for _, m := range families["response_latency_ms"].GetMetric() {
-		if !inbound(m, false) || m.GetHistogram() == nil {
+		if m.GetHistogram() == nil {
 			continue
 		}
-		h := m.GetHistogram()
-		for _, b := range h.GetBucket() {
-			s.buckets[b.GetUpperBound()] += float64(b.GetCumulativeCount())
-		}
-		if n := len(h.GetBucket()); n == 0 || !math.IsInf(h.GetBucket()[n-1].GetUpperBound(), 1) {
-			s.buckets[math.Inf(1)] += float64(h.GetSampleCount())
+		switch {
+		case inbound(m, false):
+			addHistogram(s.buckets, m.GetHistogram())
+			addHistogram(peerTraffic(s.inboundBy, label(m, "client_id")).buckets, m.GetHistogram())
+		case label(m, "direction") == "outbound":
+			addHistogram(peerTraffic(s.outboundBy, label(m, "server_id")).buckets, m.GetHistogram())
 		}
 	}
 	for _, m := range families["tcp_open_connections"].GetMetric() {

@@ -19,6 +19,7 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/lightmesh/lightmesh/internal/identity"
 	"github.com/lightmesh/lightmesh/internal/inject"
 )
 
@@ -252,17 +253,89 @@ type Query struct {
 	Namespace string // "" for every namespace
 	Name      string // "" for every resource
 	Window    time.Duration
+	// From, when set, counts only the inbound responses the resources gave to the pods of
+	// From. To, when set, measures the resources' outbound responses from the pods of To
+	// instead of their inbound ones. Pods are told apart by their identity (namespace and
+	// ServiceAccount), as the proxies record it; TCP figures are then not measured.
+	From, To *Ref
+}
+
+// Ref names resources: every resource of type Resource in Namespace ("" for every
+// namespace), or the one called Name.
+type Ref struct {
+	Resource  string
+	Namespace string
+	Name      string
+}
+
+// peerIdentity is the "namespace/serviceaccount" of a proxy identity, "" when it is none.
+func peerIdentity(spiffeID string) string {
+	id, err := identity.ParseSpiffeID(spiffeID)
+	if err != nil {
+		return ""
+	}
+	return id.Namespace + "/" + id.ServiceAccount
+}
+
+// podIdentity is the "namespace/serviceaccount" of a pod.
+func podIdentity(pod *corev1.Pod) string {
+	sa := pod.Spec.ServiceAccountName
+	if sa == "" {
+		sa = "default"
+	}
+	return pod.Namespace + "/" + sa
+}
+
+// identitiesOf returns the identities of the meshed pods of ref.
+func (s *Service) identitiesOf(ref *Ref) (map[string]bool, error) {
+	pods, err := s.listPods(ref.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	ids := map[string]bool{}
+	for _, pod := range pods {
+		if name := owner(pod, ref.Resource); name != "" && (ref.Name == "" || name == ref.Name) && Meshed(pod) {
+			ids[podIdentity(pod)] = true
+		}
+	}
+	return ids, nil
+}
+
+func (s *Service) listPods(namespace string) ([]*corev1.Pod, error) {
+	if namespace == "" {
+		return s.pods.List(labels.Everything())
+	}
+	return s.pods.Pods(namespace).List(labels.Everything())
+}
+
+// sliceOf is the slice of traffic q measures (nil: every inbound response).
+func (s *Service) sliceOf(q Query) (slice, error) {
+	var ref *Ref
+	outbound := false
+	switch {
+	case q.From != nil && q.To != nil:
+		return nil, errors.New("give from or to, not both")
+	case q.From != nil:
+		ref = q.From
+	case q.To != nil:
+		ref, outbound = q.To, true
+	default:
+		return nil, nil
+	}
+	ids, err := s.identitiesOf(ref)
+	if err != nil {
+		return nil, err
+	}
+	return peers(outbound, func(peer string) bool { return ids[peerIdentity(peer)] }), nil
 }
 
 // Stat answers q from the pod cache and the scraped snapshots.
 func (s *Service) Stat(q Query) ([]Row, error) {
-	var pods []*corev1.Pod
-	var err error
-	if q.Namespace == "" {
-		pods, err = s.pods.List(labels.Everything())
-	} else {
-		pods, err = s.pods.Pods(q.Namespace).List(labels.Everything())
+	pods, err := s.listPods(q.Namespace)
+	if err != nil {
+		return nil, err
 	}
+	sl, err := s.sliceOf(q)
 	if err != nil {
 		return nil, err
 	}
@@ -293,7 +366,7 @@ func (s *Service) Stat(q Query) ([]Row, error) {
 		g.row.TotalPods++
 		if Meshed(pod) {
 			g.row.MeshedPods++
-			g.w.add(s.store.window(podKey{pod.Namespace, pod.Name}, now, q.Window))
+			g.w.add(s.store.window(podKey{pod.Namespace, pod.Name}, now, q.Window, sl))
 		}
 	}
 	rows := make([]Row, 0, len(groups))

@@ -74,14 +74,47 @@ type windowStats struct {
 	readRate         float64             // bytes per second
 	writeRate        float64
 	scraped          bool // at least two scrapes fall in the window
+	// sliced: the window measured a slice of the traffic (one peer's), without TCP figures.
+	sliced bool
 }
 
+// slice picks the part of a sample's responses a window measures: nil means none.
+type slice func(s *sample) *traffic
+
+// peers returns the slice of the given peers' traffic (inbound or outbound), summed.
+func peers(outbound bool, match func(peer string) bool) slice {
+	return func(s *sample) *traffic {
+		by := s.inboundBy
+		if outbound {
+			by = s.outboundBy
+		}
+		var sum *traffic
+		for peer, t := range by {
+			if !match(peer) {
+				continue
+			}
+			if sum == nil {
+				sum = &traffic{buckets: map[float64]float64{}}
+			}
+			sum.success += t.success
+			sum.failure += t.failure
+			for le, c := range t.buckets {
+				sum.buckets[le] += c
+			}
+		}
+		return sum
+	}
+}
+
+var noTraffic = &traffic{}
+
 // window returns what pod k did over the last window before now: the deltas (resets handled
-// pair by pair) between its snapshots since now-window, as rates over their time span.
-func (st *store) window(k podKey, now time.Time, window time.Duration) windowStats {
+// pair by pair) between its snapshots since now-window, as rates over their time span. With
+// a slice, only that slice's responses count and TCP is not measured.
+func (st *store) window(k podKey, now time.Time, window time.Duration, sl slice) windowStats {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	w := windowStats{buckets: map[float64]float64{}}
+	w := windowStats{buckets: map[float64]float64{}, sliced: sl != nil}
 	r := st.pods[k]
 	if r == nil || len(r.snaps) == 0 {
 		return w
@@ -95,13 +128,23 @@ func (st *store) window(k podKey, now time.Time, window time.Duration) windowSta
 	if start == len(r.snaps)-1 {
 		return w
 	}
+	pick := func(s *sample) *traffic {
+		if sl == nil {
+			return &traffic{success: s.success, failure: s.failure, buckets: s.buckets}
+		}
+		if t := sl(s); t != nil {
+			return t
+		}
+		return noTraffic
+	}
 	var read, wrote float64
 	for i := start + 1; i < len(r.snaps); i++ {
-		prev, cur := r.snaps[i-1].s, r.snaps[i].s
+		prevS, curS := &r.snaps[i-1].s, &r.snaps[i].s
+		prev, cur := pick(prevS), pick(curS)
 		w.success += counterDelta(prev.success, cur.success)
 		w.failure += counterDelta(prev.failure, cur.failure)
-		read += counterDelta(prev.readBytes, cur.readBytes)
-		wrote += counterDelta(prev.wrote, cur.wrote)
+		read += counterDelta(prevS.readBytes, curS.readBytes)
+		wrote += counterDelta(prevS.wrote, curS.wrote)
 		reset := cur.buckets[math.Inf(1)] < prev.buckets[math.Inf(1)]
 		for le, c := range cur.buckets {
 			if reset {
@@ -119,6 +162,34 @@ func (st *store) window(k podKey, now time.Time, window time.Duration) windowSta
 	return w
 }
 
+// peersSeen returns every peer key of pod k's snapshots in the window (inbound or outbound).
+func (st *store) peersSeen(k podKey, now time.Time, window time.Duration, outbound bool) []string {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	r := st.pods[k]
+	if r == nil {
+		return nil
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, snap := range r.snaps {
+		if now.Sub(snap.at) > window+time.Minute {
+			continue
+		}
+		by := snap.s.inboundBy
+		if outbound {
+			by = snap.s.outboundBy
+		}
+		for peer := range by {
+			if !seen[peer] {
+				seen[peer] = true
+				out = append(out, peer)
+			}
+		}
+	}
+	return out
+}
+
 // add merges o into w: counts and rates add up, buckets merge.
 func (w *windowStats) add(o windowStats) {
 	w.success += o.success
@@ -128,6 +199,7 @@ func (w *windowStats) add(o windowStats) {
 	w.readRate += o.readRate
 	w.writeRate += o.writeRate
 	w.scraped = w.scraped || o.scraped
+	w.sliced = w.sliced || o.sliced
 	for le, c := range o.buckets {
 		w.buckets[le] += c
 	}

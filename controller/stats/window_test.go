@@ -73,7 +73,7 @@ func TestWindowRatesAndResets(t *testing.T) {
 	st.add(k, "u1", t0.Add(20*time.Second), snap(5, 1, map[float64]float64{10: 5, inf: 6}))
 	st.add(k, "u1", t0.Add(30*time.Second), snap(15, 1, map[float64]float64{10: 10, inf: 16}))
 
-	w := st.window(k, t0.Add(30*time.Second), time.Minute)
+	w := st.window(k, t0.Add(30*time.Second), time.Minute, nil)
 	// success: 10 + 5 (reset) + 10; failure: 2 + 1 (reset) + 0.
 	if w.success != 25 || w.failure != 3 {
 		t.Errorf("success, failure = %v, %v; want 25, 3", w.success, w.failure)
@@ -86,13 +86,13 @@ func TestWindowRatesAndResets(t *testing.T) {
 	}
 
 	// A 15s window covers the last two snapshots only (20s and 30s).
-	w = st.window(k, t0.Add(30*time.Second), 15*time.Second)
+	w = st.window(k, t0.Add(30*time.Second), 15*time.Second, nil)
 	if w.success != 10 || w.failure != 0 || math.Abs(w.rps-1) > 1e-9 {
 		t.Errorf("15s window: success %v failure %v rps %v; want 10, 0, 1", w.success, w.failure, w.rps)
 	}
 
 	// One snapshot in the window gives no rate.
-	if w := st.window(k, t0.Add(30*time.Second+9*time.Minute), 10*time.Second); w.scraped {
+	if w := st.window(k, t0.Add(30*time.Second+9*time.Minute), 10*time.Second, nil); w.scraped {
 		t.Errorf("a window with one snapshot gave rates: %+v", w)
 	}
 
