@@ -4,8 +4,8 @@ package envoy
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
+	"math"
 	"os"
 	"reflect"
 	"sort"
@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	yamlv3 "go.yaml.in/yaml/v3"
 	"sigs.k8s.io/yaml"
 )
 
@@ -22,7 +23,11 @@ const (
 	TypeTCPProxy              = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 	TypeRouter                = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 
+	TypeUpstreamTLSContext = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+
 	FilterHTTPConnectionManager = "envoy.filters.network.http_connection_manager"
+	TransportSocketTLS          = "envoy.transport_sockets.tls"
+	TransportSocketRawBuffer    = "envoy.transport_sockets.raw_buffer"
 	FilterTCPProxy              = "envoy.filters.network.tcp_proxy"
 	FilterRouter                = "envoy.filters.http.router"
 )
@@ -219,9 +224,17 @@ type ClusterWeight struct {
 
 // RetryPolicy is a route's retry policy.
 type RetryPolicy struct {
-	RetryOn       string    `json:"retry_on,omitempty"`
-	NumRetries    *uint32   `json:"num_retries,omitempty"`
-	PerTryTimeout *Duration `json:"per_try_timeout,omitempty"`
+	RetryOn              string        `json:"retry_on,omitempty"`
+	NumRetries           *uint32       `json:"num_retries,omitempty"`
+	PerTryTimeout        *Duration     `json:"per_try_timeout,omitempty"`
+	RetryBackOff         *RetryBackOff `json:"retry_back_off,omitempty"`
+	RetriableStatusCodes []uint32      `json:"retriable_status_codes,omitempty"`
+}
+
+// RetryBackOff is Envoy's fully jittered exponential back-off between retries.
+type RetryBackOff struct {
+	BaseInterval *Duration `json:"base_interval,omitempty"`
+	MaxInterval  *Duration `json:"max_interval,omitempty"`
 }
 
 // Cluster is an upstream cluster.
@@ -234,7 +247,19 @@ type Cluster struct {
 	DNSLookupFamily  string                 `json:"dns_lookup_family,omitempty"`
 	CircuitBreakers  *CircuitBreakers       `json:"circuit_breakers,omitempty"`
 	OutlierDetection *OutlierDetection      `json:"outlier_detection,omitempty"`
+	CommonLbConfig   *CommonLbConfig        `json:"common_lb_config,omitempty"`
 	LoadAssignment   *ClusterLoadAssignment `json:"load_assignment,omitempty"`
+	TransportSocket  *TransportSocket       `json:"transport_socket,omitempty"`
+}
+
+// CommonLbConfig holds the load-balancing settings shared by every lb_policy.
+type CommonLbConfig struct {
+	HealthyPanicThreshold *Percent `json:"healthy_panic_threshold,omitempty"`
+}
+
+// Percent is Envoy's type.v3.Percent.
+type Percent struct {
+	Value float64 `json:"value"`
 }
 
 // CircuitBreakers are per-priority thresholds.
@@ -253,10 +278,82 @@ type Thresholds struct {
 
 // OutlierDetection ejects failing endpoints.
 type OutlierDetection struct {
-	Consecutive5xx     *uint32   `json:"consecutive_5xx,omitempty"`
-	Interval           *Duration `json:"interval,omitempty"`
-	BaseEjectionTime   *Duration `json:"base_ejection_time,omitempty"`
-	MaxEjectionPercent *uint32   `json:"max_ejection_percent,omitempty"`
+	Consecutive5xx                     *uint32   `json:"consecutive_5xx,omitempty"`
+	ConsecutiveGatewayFailure          *uint32   `json:"consecutive_gateway_failure,omitempty"`
+	EnforcingConsecutive5xx            *uint32   `json:"enforcing_consecutive_5xx,omitempty"`
+	EnforcingConsecutiveGatewayFailure *uint32   `json:"enforcing_consecutive_gateway_failure,omitempty"`
+	Interval                           *Duration `json:"interval,omitempty"`
+	BaseEjectionTime                   *Duration `json:"base_ejection_time,omitempty"`
+	MaxEjectionPercent                 *uint32   `json:"max_ejection_percent,omitempty"`
+	MaxEjectionTime                    *Duration `json:"max_ejection_time,omitempty"`
+	// Success-rate ejection: parsed, not enforced (reported unless disabled).
+	EnforcingSuccessRate     *uint32 `json:"enforcing_success_rate,omitempty"`
+	SuccessRateMinimumHosts  *uint32 `json:"success_rate_minimum_hosts,omitempty"`
+	SuccessRateRequestVolume *uint32 `json:"success_rate_request_volume,omitempty"`
+	SuccessRateStdevFactor   *uint32 `json:"success_rate_stdev_factor,omitempty"`
+}
+
+// TransportSocket is a cluster's transport socket. After Parse, TLS is set for
+// envoy.transport_sockets.tls and nil for envoy.transport_sockets.raw_buffer.
+type TransportSocket struct {
+	Name        string         `json:"name"`
+	TypedConfig map[string]any `json:"typed_config,omitempty"`
+
+	TLS *UpstreamTLSContext `json:"-"`
+}
+
+// UpstreamTLSContext is envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext.
+type UpstreamTLSContext struct {
+	Type             string            `json:"@type"`
+	SNI              string            `json:"sni,omitempty"`
+	CommonTLSContext *CommonTLSContext `json:"common_tls_context,omitempty"`
+}
+
+// CommonTLSContext holds the client certificate, the validation rules and ALPN.
+type CommonTLSContext struct {
+	TLSCertificates   []TLSCertificate              `json:"tls_certificates,omitempty"`
+	ValidationContext *CertificateValidationContext `json:"validation_context,omitempty"`
+	AlpnProtocols     []string                      `json:"alpn_protocols,omitempty"`
+}
+
+// TLSCertificate is a certificate chain and its private key.
+type TLSCertificate struct {
+	CertificateChain *DataSource `json:"certificate_chain,omitempty"`
+	PrivateKey       *DataSource `json:"private_key,omitempty"`
+}
+
+// CertificateValidationContext says which server certificates are accepted.
+type CertificateValidationContext struct {
+	TrustedCA                 *DataSource             `json:"trusted_ca,omitempty"`
+	MatchTypedSubjectAltNames []SubjectAltNameMatcher `json:"match_typed_subject_alt_names,omitempty"`
+}
+
+// SubjectAltNameMatcher matches one SAN of the server certificate.
+type SubjectAltNameMatcher struct {
+	SanType string        `json:"san_type"`
+	Matcher StringMatcher `json:"matcher"`
+}
+
+// DataSource is Envoy's config.core.v3.DataSource: a file or inline data.
+type DataSource struct {
+	Filename     string  `json:"filename,omitempty"`
+	InlineString *string `json:"inline_string,omitempty"`
+	InlineBytes  []byte  `json:"inline_bytes,omitempty"`
+}
+
+// Read returns the data: the file's content or the inline value.
+func (d *DataSource) Read() ([]byte, error) {
+	switch {
+	case d.InlineString != nil:
+		return []byte(*d.InlineString), nil
+	case d.InlineBytes != nil:
+		return d.InlineBytes, nil
+	}
+	b, err := os.ReadFile(d.Filename)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", d.Filename, err)
+	}
+	return b, nil
 }
 
 // ClusterLoadAssignment lists a cluster's endpoints.
@@ -296,24 +393,48 @@ func (c *Cluster) Addresses() []*SocketAddress {
 	return out
 }
 
-// Problem is one unknown or unsupported field.
+// Problem is one unknown or unsupported field, or one invalid value.
 type Problem struct {
 	Path    string
+	Line    int // line in the file (1-based), 0 when unknown
 	Message string
 }
 
-func (p Problem) String() string { return p.Path + ": " + p.Message }
+func (p Problem) String() string {
+	if p.Line > 0 {
+		return fmt.Sprintf("line %d: %s: %s", p.Line, p.Path, p.Message)
+	}
+	return p.Path + ": " + p.Message
+}
 
 // UnsupportedError lists every unknown or unsupported field.
 type UnsupportedError struct{ Problems []Problem }
 
 func (e *UnsupportedError) Error() string {
-	lines := make([]string, len(e.Problems))
-	for i, p := range e.Problems {
+	return fmt.Sprintf("the envoy config has %d unsupported field(s) (fix them, or pass --allow-unsupported to ignore them):\n%s",
+		len(e.Problems), listProblems(e.Problems))
+}
+
+// InvalidError lists every invalid value (a bad duration, an unknown enum, a number where a
+// string belongs, a route to an undefined cluster); no flag excuses them. Unsupported lists
+// the unsupported fields found so far, so that one run names everything to fix.
+type InvalidError struct{ Problems, Unsupported []Problem }
+
+func (e *InvalidError) Error() string {
+	msg := fmt.Sprintf("the envoy config has %d invalid value(s) (fix them):\n%s", len(e.Problems), listProblems(e.Problems))
+	if len(e.Unsupported) > 0 {
+		msg += fmt.Sprintf("\nand %d unsupported field(s) (fix them, or pass --allow-unsupported to ignore them):\n%s",
+			len(e.Unsupported), listProblems(e.Unsupported))
+	}
+	return msg
+}
+
+func listProblems(ps []Problem) string {
+	lines := make([]string, len(ps))
+	for i, p := range ps {
 		lines[i] = "  " + p.String()
 	}
-	return fmt.Sprintf("the envoy config has %d unsupported field(s) (fix them, or pass --allow-unsupported to ignore them):\n%s",
-		len(e.Problems), strings.Join(lines, "\n"))
+	return strings.Join(lines, "\n")
 }
 
 // Options tune Parse.
@@ -331,9 +452,32 @@ func ParseFile(path string, opts Options) (*Bootstrap, []Problem, error) {
 	return Parse(b, opts)
 }
 
+// checker collects unsupported fields and invalid values while walking the document.
+type checker struct {
+	unsupported []Problem
+	invalid     []Problem
+}
+
+func (c *checker) unsupportedf(path, format string, args ...any) {
+	c.unsupported = append(c.unsupported, Problem{Path: path, Message: fmt.Sprintf(format, args...)})
+}
+
+func (c *checker) invalidError(lines lineIndex, opts Options) *InvalidError {
+	if opts.AllowUnsupported {
+		return &InvalidError{Problems: lines.annotate(c.invalid)}
+	}
+	sort.SliceStable(c.unsupported, func(a, b int) bool { return c.unsupported[a].Path < c.unsupported[b].Path })
+	return &InvalidError{Problems: lines.annotate(c.invalid), Unsupported: lines.annotate(c.unsupported)}
+}
+
+func (c *checker) invalidf(path, format string, args ...any) {
+	c.invalid = append(c.invalid, Problem{Path: path, Message: fmt.Sprintf(format, args...)})
+}
+
 // Parse parses a YAML or JSON bootstrap. It returns the unsupported fields as warnings when
-// opts.AllowUnsupported, else an *UnsupportedError listing them. Invalid values (unknown
-// clusters, bad enums) are always errors.
+// opts.AllowUnsupported, else an *UnsupportedError listing them. Invalid values (bad
+// durations, unknown enums, undefined clusters) are always an *InvalidError. Every problem
+// names the field's path and, where it can be found, its line.
 func Parse(data []byte, opts Options) (*Bootstrap, []Problem, error) {
 	js, err := yaml.YAMLToJSON(data)
 	if err != nil {
@@ -343,66 +487,143 @@ func Parse(data []byte, opts Options) (*Bootstrap, []Problem, error) {
 	if err := json.Unmarshal(js, &raw); err != nil {
 		return nil, nil, fmt.Errorf("the envoy config is not YAML or JSON: %w", err)
 	}
-	var probs []Problem
-	check(reflect.TypeFor[Bootstrap](), raw, "", &probs)
+	lines := newLineIndex(data)
+	c := &checker{}
+	check(reflect.TypeFor[Bootstrap](), raw, "", c)
+	if len(c.invalid) > 0 {
+		return nil, nil, c.invalidError(lines, opts)
+	}
 	var bs Bootstrap
 	if err := json.Unmarshal(js, &bs); err != nil {
 		return nil, nil, fmt.Errorf("the envoy config has a value of the wrong type: %w", err)
 	}
-	if err := bs.resolveTyped(&probs); err != nil {
-		return nil, nil, err
+	bs.resolveTyped(c)
+	bs.reportNotEnforced(c)
+	bs.validate(c)
+	if len(c.invalid) > 0 {
+		return nil, nil, c.invalidError(lines, opts)
 	}
-	bs.reportNotEnforced(&probs)
+	probs := lines.annotate(c.unsupported)
 	if len(probs) > 0 && !opts.AllowUnsupported {
 		return nil, probs, &UnsupportedError{Problems: probs}
-	}
-	if err := bs.validate(); err != nil {
-		return nil, probs, err
 	}
 	return &bs, probs, nil
 }
 
+// enforcedRetryOn are the retry_on conditions the standalone proxy implements.
+var enforcedRetryOn = map[string]bool{"5xx": true, "gateway-error": true, "retriable-4xx": true,
+	"connect-failure": true, "reset": true, "retriable-status-codes": true}
+
 // reportNotEnforced records the fields that parse but that the standalone proxy does not
-// enforce yet, so that none is ignored silently.
-func (bs *Bootstrap) reportNotEnforced(probs *[]Problem) {
-	for i, c := range bs.StaticResources.Clusters {
+// enforce, so that none is ignored silently.
+func (bs *Bootstrap) reportNotEnforced(c *checker) {
+	for i, cl := range bs.StaticResources.Clusters {
 		path := fmt.Sprintf("static_resources.clusters[%d]", i)
-		if c.OutlierDetection != nil {
-			*probs = append(*probs, Problem{Path: path + ".outlier_detection", Message: "not enforced yet by the standalone proxy"})
-		}
-		if c.CircuitBreakers == nil {
-			continue
-		}
-		for j, t := range c.CircuitBreakers.Thresholds {
-			tp := fmt.Sprintf("%s.circuit_breakers.thresholds[%d]", path, j)
-			for name, set := range map[string]bool{
-				"max_connections": t.MaxConnections != nil, "max_pending_requests": t.MaxPendingRequests != nil,
-				"max_retries": t.MaxRetries != nil,
+		if od := cl.OutlierDetection; od != nil {
+			op := path + ".outlier_detection"
+			for name, v := range map[string]*uint32{
+				"enforcing_consecutive_5xx": od.EnforcingConsecutive5xx, "enforcing_consecutive_gateway_failure": od.EnforcingConsecutiveGatewayFailure,
 			} {
-				if set {
-					*probs = append(*probs, Problem{Path: tp + "." + name, Message: "not enforced yet (only max_requests is)"})
+				if v != nil && *v != 0 && *v != 100 {
+					c.unsupportedf(op+"."+name, "only 0 (never eject) and 100 (always eject) are enforced, not %d", *v)
+				}
+			}
+			if od.EnforcingSuccessRate == nil || *od.EnforcingSuccessRate != 0 {
+				for name, set := range map[string]bool{
+					"enforcing_success_rate": od.EnforcingSuccessRate != nil, "success_rate_minimum_hosts": od.SuccessRateMinimumHosts != nil,
+					"success_rate_request_volume": od.SuccessRateRequestVolume != nil, "success_rate_stdev_factor": od.SuccessRateStdevFactor != nil,
+				} {
+					if set {
+						c.unsupportedf(op+"."+name, "success-rate ejection is not enforced by the standalone proxy (set enforcing_success_rate: 0)")
+					}
+				}
+			}
+			if od.MaxEjectionTime != nil && od.MaxEjectionTime.Duration != 300*time.Second {
+				c.unsupportedf(op+".max_ejection_time", "only Envoy's default 300s is enforced")
+			}
+		}
+		if cl.CircuitBreakers != nil {
+			for j, t := range cl.CircuitBreakers.Thresholds {
+				if t.Priority == "HIGH" {
+					c.unsupportedf(fmt.Sprintf("%s.circuit_breakers.thresholds[%d].priority", path, j),
+						"HIGH priority thresholds are not enforced (routes have no priority; only DEFAULT is)")
+				}
+			}
+		}
+		if ts := cl.TransportSocket; ts != nil && ts.TLS != nil && ts.TLS.CommonTLSContext != nil {
+			ctx := ts.TLS.CommonTLSContext
+			cp := path + ".transport_socket.typed_config.common_tls_context"
+			if len(ctx.TLSCertificates) > 1 {
+				c.unsupportedf(cp+".tls_certificates", "only one client certificate is supported, not %d", len(ctx.TLSCertificates))
+			}
+			for k, p := range ctx.AlpnProtocols {
+				if p != "http/1.1" {
+					c.unsupportedf(fmt.Sprintf("%s.alpn_protocols[%d]", cp, k), "%q is not supported: the standalone proxy speaks HTTP/1.1 to upstreams", p)
+				}
+			}
+			if vc := ctx.ValidationContext; vc != nil {
+				for k, m := range vc.MatchTypedSubjectAltNames {
+					mp := fmt.Sprintf("%s.validation_context.match_typed_subject_alt_names[%d]", cp, k)
+					if m.SanType != "DNS" && m.SanType != "URI" {
+						c.unsupportedf(mp+".san_type", "%q is not supported (only DNS and URI)", m.SanType)
+					}
+					if m.Matcher.Exact == nil {
+						c.unsupportedf(mp+".matcher", "only exact matchers are supported")
+					}
 				}
 			}
 		}
 	}
-	sort.Slice(*probs, func(a, b int) bool { return (*probs)[a].Path < (*probs)[b].Path })
+	for li, l := range bs.StaticResources.Listeners {
+		for ci, fc := range l.FilterChains {
+			for fi, f := range fc.Filters {
+				if f.HCM == nil || f.HCM.RouteConfig == nil {
+					continue
+				}
+				fp := fmt.Sprintf("static_resources.listeners[%d].filter_chains[%d].filters[%d].typed_config.route_config", li, ci, fi)
+				for vi, vh := range f.HCM.RouteConfig.VirtualHosts {
+					for ri, r := range vh.Routes {
+						if r.Route == nil || r.Route.RetryPolicy == nil {
+							continue
+						}
+						for on := range strings.SplitSeq(r.Route.RetryPolicy.RetryOn, ",") {
+							if on = strings.TrimSpace(on); on != "" && !enforcedRetryOn[on] {
+								c.unsupportedf(fmt.Sprintf("%s.virtual_hosts[%d].routes[%d].route.retry_policy.retry_on", fp, vi, ri),
+									"retry condition %q is not supported (supported: 5xx, gateway-error, retriable-4xx, connect-failure, reset, retriable-status-codes)", on)
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	sort.SliceStable(c.unsupported, func(a, b int) bool { return c.unsupported[a].Path < c.unsupported[b].Path })
 }
 
 var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
 
-// check walks raw against t and records every key t does not know.
-func check(t reflect.Type, raw any, path string, probs *[]Problem) {
+// check walks raw against t, records every key t does not know as unsupported and every
+// value of the wrong kind (or that t's UnmarshalJSON refuses) as invalid.
+func check(t reflect.Type, raw any, path string, c *checker) {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
+	if raw == nil {
+		return
+	}
 	if reflect.PointerTo(t).Implements(unmarshalerType) {
+		b, _ := json.Marshal(raw)
+		if err := reflect.New(t).Interface().(json.Unmarshaler).UnmarshalJSON(b); err != nil {
+			c.invalidf(path, "%v", err)
+		}
 		return
 	}
 	switch t.Kind() {
 	case reflect.Struct:
 		m, ok := raw.(map[string]any)
 		if !ok {
-			return // json.Unmarshal reports the type error
+			c.invalidf(path, "must be an object, not %s", kindOf(raw))
+			return
 		}
 		fields := map[string]reflect.Type{}
 		for i := range t.NumField() {
@@ -424,32 +645,147 @@ func check(t reflect.Type, raw any, path string, probs *[]Problem) {
 			}
 			ft, ok := fields[k]
 			if !ok {
-				*probs = append(*probs, Problem{Path: p, Message: "unknown or unsupported field"})
+				c.unsupportedf(p, "unknown or unsupported field")
 				continue
 			}
-			check(ft, m[k], p, probs)
+			check(ft, m[k], p, c)
 		}
 	case reflect.Slice:
+		if t.Elem().Kind() == reflect.Uint8 {
+			if _, ok := raw.(string); !ok {
+				c.invalidf(path, "must be a base64 string, not %s", kindOf(raw))
+			}
+			return
+		}
 		s, ok := raw.([]any)
 		if !ok {
+			c.invalidf(path, "must be a list, not %s", kindOf(raw))
 			return
 		}
 		for i, v := range s {
-			check(t.Elem(), v, fmt.Sprintf("%s[%d]", path, i), probs)
+			check(t.Elem(), v, fmt.Sprintf("%s[%d]", path, i), c)
+		}
+	case reflect.Map:
+		if _, ok := raw.(map[string]any); !ok {
+			c.invalidf(path, "must be an object, not %s", kindOf(raw))
+		}
+	case reflect.String:
+		if _, ok := raw.(string); !ok {
+			c.invalidf(path, "must be a string, not %s", kindOf(raw))
+		}
+	case reflect.Bool:
+		if _, ok := raw.(bool); !ok {
+			c.invalidf(path, "must be true or false, not %s", kindOf(raw))
+		}
+	case reflect.Uint32:
+		f, ok := raw.(float64)
+		if !ok || f != math.Trunc(f) || f < 0 || f > math.MaxUint32 {
+			c.invalidf(path, "must be a whole number from 0 to %d, not %s", uint32(math.MaxUint32), kindOf(raw))
+		}
+	case reflect.Float64:
+		if _, ok := raw.(float64); !ok {
+			c.invalidf(path, "must be a number, not %s", kindOf(raw))
 		}
 	}
 }
 
-func decodeTyped(m map[string]any, into any, path string, probs *[]Problem) error {
-	check(reflect.TypeOf(into), m, path, probs)
-	b, _ := json.Marshal(m)
-	if err := json.Unmarshal(b, into); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+func kindOf(v any) string {
+	switch v := v.(type) {
+	case string:
+		return strconv.Quote(v)
+	case float64:
+		return strconv.FormatFloat(v, 'g', -1, 64)
+	case bool:
+		return strconv.FormatBool(v)
+	case []any:
+		return "a list"
+	case map[string]any:
+		return "an object"
 	}
-	return nil
+	return fmt.Sprintf("%v", v)
 }
 
-func (bs *Bootstrap) resolveTyped(probs *[]Problem) error {
+// lineIndex finds the line of a field path in the YAML (or JSON) source.
+type lineIndex struct{ root *yamlv3.Node }
+
+func newLineIndex(data []byte) lineIndex {
+	var doc yamlv3.Node
+	if err := yamlv3.Unmarshal(data, &doc); err != nil || len(doc.Content) == 0 {
+		return lineIndex{}
+	}
+	return lineIndex{root: doc.Content[0]}
+}
+
+// line returns the line of path ("a.b[2].c"): the line of its key, or of the deepest part of
+// the path that exists; 0 when unknown.
+func (li lineIndex) line(path string) int {
+	n := li.root
+	if n == nil {
+		return 0
+	}
+	line := 0
+	for seg := range strings.SplitSeq(path, ".") {
+		name, rest, _ := strings.Cut(seg, "[")
+		if name != "" {
+			for n.Kind == yamlv3.AliasNode {
+				n = n.Alias
+			}
+			if n.Kind != yamlv3.MappingNode {
+				return line
+			}
+			found := false
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == name {
+					line, n, found = n.Content[i].Line, n.Content[i+1], true
+					break
+				}
+			}
+			if !found {
+				return line
+			}
+		}
+		for rest != "" {
+			var idx string
+			idx, rest, _ = strings.Cut(rest, "]")
+			rest = strings.TrimPrefix(rest, "[")
+			i, err := strconv.Atoi(idx)
+			for n.Kind == yamlv3.AliasNode {
+				n = n.Alias
+			}
+			if err != nil || n.Kind != yamlv3.SequenceNode || i < 0 || i >= len(n.Content) {
+				return line
+			}
+			n = n.Content[i]
+			line = n.Line
+		}
+	}
+	return line
+}
+
+func (li lineIndex) annotate(ps []Problem) []Problem {
+	for i := range ps {
+		if ps[i].Line == 0 {
+			ps[i].Line = li.line(ps[i].Path)
+		}
+	}
+	return ps
+}
+
+func decodeTyped(m map[string]any, into any, path string, c *checker) bool {
+	n := len(c.invalid)
+	check(reflect.TypeOf(into), m, path, c)
+	if len(c.invalid) > n {
+		return false
+	}
+	b, _ := json.Marshal(m)
+	if err := json.Unmarshal(b, into); err != nil {
+		c.invalidf(path, "%v", err)
+		return false
+	}
+	return true
+}
+
+func (bs *Bootstrap) resolveTyped(c *checker) {
 	for li := range bs.StaticResources.Listeners {
 		l := &bs.StaticResources.Listeners[li]
 		for ci := range l.FilterChains {
@@ -460,70 +796,135 @@ func (bs *Bootstrap) resolveTyped(probs *[]Problem) error {
 				switch {
 				case f.Name == FilterHTTPConnectionManager || typ == TypeHTTPConnectionManager:
 					if typ != "" && typ != TypeHTTPConnectionManager {
-						*probs = append(*probs, Problem{Path: path + ".typed_config.@type", Message: "unsupported type " + typ})
+						c.invalidf(path+".typed_config.@type", "unknown type %s for %s (want %s)", typ, f.Name, TypeHTTPConnectionManager)
 						continue
 					}
-					f.HCM = &HTTPConnectionManager{}
-					if err := decodeTyped(f.TypedConfig, f.HCM, path+".typed_config", probs); err != nil {
-						return err
+					hcm := &HTTPConnectionManager{}
+					if !decodeTyped(f.TypedConfig, hcm, path+".typed_config", c) {
+						continue
 					}
+					f.HCM = hcm
 					for hi, hf := range f.HCM.HTTPFilters {
 						ht, _ := hf.TypedConfig["@type"].(string)
 						if hf.Name != FilterRouter && ht != TypeRouter {
-							*probs = append(*probs, Problem{Path: fmt.Sprintf("%s.typed_config.http_filters[%d]", path, hi), Message: "unsupported http filter " + hf.Name + " (only " + FilterRouter + ")"})
+							c.unsupportedf(fmt.Sprintf("%s.typed_config.http_filters[%d]", path, hi), "unsupported http filter %s (only %s)", hf.Name, FilterRouter)
 						}
 					}
 				case f.Name == FilterTCPProxy || typ == TypeTCPProxy:
 					if typ != "" && typ != TypeTCPProxy {
-						*probs = append(*probs, Problem{Path: path + ".typed_config.@type", Message: "unsupported type " + typ})
+						c.invalidf(path+".typed_config.@type", "unknown type %s for %s (want %s)", typ, f.Name, TypeTCPProxy)
 						continue
 					}
-					f.TCPProxy = &TCPProxy{}
-					if err := decodeTyped(f.TypedConfig, f.TCPProxy, path+".typed_config", probs); err != nil {
-						return err
+					tp := &TCPProxy{}
+					if decodeTyped(f.TypedConfig, tp, path+".typed_config", c) {
+						f.TCPProxy = tp
 					}
 				default:
-					*probs = append(*probs, Problem{Path: path, Message: "unsupported network filter " + f.Name})
+					c.unsupportedf(path, "unsupported network filter %s", f.Name)
 				}
 			}
 		}
 	}
-	return nil
+	for i := range bs.StaticResources.Clusters {
+		ts := bs.StaticResources.Clusters[i].TransportSocket
+		if ts == nil {
+			continue
+		}
+		path := fmt.Sprintf("static_resources.clusters[%d].transport_socket", i)
+		typ, _ := ts.TypedConfig["@type"].(string)
+		switch {
+		case ts.Name == TransportSocketRawBuffer && len(ts.TypedConfig) == 0:
+		case ts.Name == TransportSocketTLS || typ == TypeUpstreamTLSContext:
+			if typ != TypeUpstreamTLSContext {
+				c.invalidf(path+".typed_config.@type", "%q is not supported (want %s)", typ, TypeUpstreamTLSContext)
+				continue
+			}
+			tc := &UpstreamTLSContext{}
+			if decodeTyped(ts.TypedConfig, tc, path+".typed_config", c) {
+				ts.TLS = tc
+			}
+		default:
+			c.unsupportedf(path, "unsupported transport socket %s (only %s)", ts.Name, TransportSocketTLS)
+		}
+	}
 }
 
-// validate checks values that no flag can excuse.
-func (bs *Bootstrap) validate() error {
-	var errs []error
+// validate records the values that no flag can excuse.
+func (bs *Bootstrap) validate(c *checker) {
 	clusters := map[string]bool{}
-	for i, c := range bs.StaticResources.Clusters {
+	for i, cl := range bs.StaticResources.Clusters {
 		p := fmt.Sprintf("static_resources.clusters[%d]", i)
-		if c.Name == "" {
-			errs = append(errs, fmt.Errorf("%s.name: required", p))
+		if cl.Name == "" {
+			c.invalidf(p+".name", "required")
 		}
-		clusters[c.Name] = true
-		switch c.Type {
+		clusters[cl.Name] = true
+		switch cl.Type {
 		case "", "STATIC", "STRICT_DNS", "LOGICAL_DNS":
 		default:
-			errs = append(errs, fmt.Errorf("%s.type: %q is not one of STATIC, STRICT_DNS, LOGICAL_DNS", p, c.Type))
+			c.invalidf(p+".type", "%q is not one of STATIC, STRICT_DNS, LOGICAL_DNS", cl.Type)
 		}
-		switch c.LbPolicy {
+		switch cl.LbPolicy {
 		case "", "ROUND_ROBIN", "LEAST_REQUEST", "RANDOM":
 		default:
-			errs = append(errs, fmt.Errorf("%s.lb_policy: %q is not one of ROUND_ROBIN, LEAST_REQUEST, RANDOM", p, c.LbPolicy))
+			c.invalidf(p+".lb_policy", "%q is not one of ROUND_ROBIN, LEAST_REQUEST, RANDOM", cl.LbPolicy)
 		}
-		if c.Type == "LOGICAL_DNS" && len(c.Addresses()) != 1 {
-			errs = append(errs, fmt.Errorf("%s.load_assignment: a LOGICAL_DNS cluster needs exactly one endpoint", p))
+		if cl.Type == "LOGICAL_DNS" && len(cl.Addresses()) != 1 {
+			c.invalidf(p+".load_assignment", "a LOGICAL_DNS cluster needs exactly one endpoint")
+		}
+		if od := cl.OutlierDetection; od != nil {
+			for name, v := range map[string]*uint32{
+				"max_ejection_percent": od.MaxEjectionPercent, "enforcing_consecutive_5xx": od.EnforcingConsecutive5xx,
+				"enforcing_consecutive_gateway_failure": od.EnforcingConsecutiveGatewayFailure,
+			} {
+				if v != nil && *v > 100 {
+					c.invalidf(p+".outlier_detection."+name, "%d is not a percentage from 0 to 100", *v)
+				}
+			}
+			for name, d := range map[string]*Duration{"interval": od.Interval, "base_ejection_time": od.BaseEjectionTime} {
+				if d != nil && d.Duration <= 0 {
+					c.invalidf(p+".outlier_detection."+name, "must be greater than 0s")
+				}
+			}
+		}
+		if lb := cl.CommonLbConfig; lb != nil && lb.HealthyPanicThreshold != nil {
+			if v := lb.HealthyPanicThreshold.Value; v < 0 || v > 100 {
+				c.invalidf(p+".common_lb_config.healthy_panic_threshold.value", "%g is not a percentage from 0 to 100", v)
+			}
+		}
+		if cl.CircuitBreakers != nil {
+			for j, t := range cl.CircuitBreakers.Thresholds {
+				switch t.Priority {
+				case "", "DEFAULT", "HIGH":
+				default:
+					c.invalidf(fmt.Sprintf("%s.circuit_breakers.thresholds[%d].priority", p, j), "%q is not one of DEFAULT, HIGH", t.Priority)
+				}
+			}
+		}
+		if ts := cl.TransportSocket; ts != nil && ts.TLS != nil && ts.TLS.CommonTLSContext != nil {
+			cp := p + ".transport_socket.typed_config.common_tls_context"
+			ctx := ts.TLS.CommonTLSContext
+			for k, tc := range ctx.TLSCertificates {
+				tp := fmt.Sprintf("%s.tls_certificates[%d]", cp, k)
+				validateDataSource(c, tp+".certificate_chain", tc.CertificateChain)
+				validateDataSource(c, tp+".private_key", tc.PrivateKey)
+			}
+			if vc := ctx.ValidationContext; vc != nil && vc.TrustedCA != nil {
+				validateDataSource(c, cp+".validation_context.trusted_ca", vc.TrustedCA)
+			} else if vc != nil && len(vc.MatchTypedSubjectAltNames) > 0 {
+				c.invalidf(cp+".validation_context.match_typed_subject_alt_names",
+					"matching SANs without trusted_ca verifies nothing: add validation_context.trusted_ca (Envoy refuses this too)")
+			}
 		}
 	}
 	ref := func(p, name string) {
 		if !clusters[name] {
-			errs = append(errs, fmt.Errorf("%s: cluster %q is not defined in static_resources.clusters", p, name))
+			c.invalidf(p, "cluster %q is not defined in static_resources.clusters", name)
 		}
 	}
 	for li, l := range bs.StaticResources.Listeners {
 		lp := fmt.Sprintf("static_resources.listeners[%d]", li)
 		if l.Address.SocketAddress == nil {
-			errs = append(errs, fmt.Errorf("%s.address.socket_address: required", lp))
+			c.invalidf(lp+".address.socket_address", "required")
 		}
 		for ci, fc := range l.FilterChains {
 			for fi, f := range fc.Filters {
@@ -544,10 +945,10 @@ func (bs *Bootstrap) validate() error {
 							}
 						}
 						if n != 1 {
-							errs = append(errs, fmt.Errorf("%s.match: exactly one of prefix, path, safe_regex is required", rp))
+							c.invalidf(rp+".match", "exactly one of prefix, path, safe_regex is required")
 						}
 						if r.Route == nil {
-							errs = append(errs, fmt.Errorf("%s.route: required", rp))
+							c.invalidf(rp+".route", "required")
 							continue
 						}
 						if r.Route.WeightedClusters != nil {
@@ -557,10 +958,46 @@ func (bs *Bootstrap) validate() error {
 						} else {
 							ref(rp+".route.cluster", r.Route.Cluster)
 						}
+						validateRetryPolicy(c, rp+".route.retry_policy", r.Route.RetryPolicy)
 					}
 				}
 			}
 		}
 	}
-	return errors.Join(errs...)
+}
+
+func validateRetryPolicy(c *checker, p string, rp *RetryPolicy) {
+	if rp == nil {
+		return
+	}
+	if bo := rp.RetryBackOff; bo != nil {
+		if bo.BaseInterval == nil || bo.BaseInterval.Duration <= 0 {
+			c.invalidf(p+".retry_back_off.base_interval", "required, and greater than 0s")
+		} else if bo.MaxInterval != nil && bo.MaxInterval.Duration < bo.BaseInterval.Duration {
+			c.invalidf(p+".retry_back_off.max_interval", "must not be less than base_interval (%s)", bo.BaseInterval.Duration)
+		}
+	}
+	for i, code := range rp.RetriableStatusCodes {
+		if code < 100 || code > 599 {
+			c.invalidf(fmt.Sprintf("%s.retriable_status_codes[%d]", p, i), "%d is not an HTTP status code", code)
+		}
+	}
+}
+
+func validateDataSource(c *checker, p string, d *DataSource) {
+	n := 0
+	for _, set := range []bool{d != nil && d.Filename != "", d != nil && d.InlineString != nil, d != nil && d.InlineBytes != nil} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		c.invalidf(p, "exactly one of filename, inline_string, inline_bytes is required")
+		return
+	}
+	if d.Filename != "" {
+		if _, err := os.Stat(d.Filename); err != nil {
+			c.invalidf(p+".filename", "%v", err)
+		}
+	}
 }

@@ -49,15 +49,9 @@ const fullJSON = `{
 }`
 
 func TestParseJSONWithTCPProxy(t *testing.T) {
-	// outlier_detection parses but is not enforced: an error unless allowed, never silent.
-	var unsupported *UnsupportedError
-	if _, _, err := Parse([]byte(fullJSON), Options{}); !errors.As(err, &unsupported) ||
-		len(unsupported.Problems) != 1 || unsupported.Problems[0].Path != "static_resources.clusters[0].outlier_detection" {
-		t.Fatalf("without --allow-unsupported: %v, want outlier_detection reported as not enforced", err)
-	}
-	bs, probs, err := Parse([]byte(fullJSON), Options{AllowUnsupported: true})
-	if err != nil || len(probs) != 1 {
-		t.Fatalf("with --allow-unsupported: %v, warnings %v", err, probs)
+	bs, probs, err := Parse([]byte(fullJSON), Options{})
+	if err != nil || len(probs) != 0 {
+		t.Fatalf("parse: %v, problems %v", err, probs)
 	}
 	f := bs.StaticResources.Listeners[0].FilterChains[0].Filters[0]
 	if f.TCPProxy == nil || f.TCPProxy.Cluster != "a" {

@@ -2,6 +2,7 @@ package standalone
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -13,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/lightmesh/lightmesh/internal/policy"
 	"github.com/lightmesh/lightmesh/proxy/envoy"
 )
 
@@ -49,8 +51,13 @@ type cluster struct {
 	connectTimeout time.Duration
 	refreshRate    time.Duration
 	hosts          []hostPort
-	maxRequests    int64
-	inflight       atomic.Int64
+	br             *breakers
+	tls            *tls.Config // nil: plain TCP
+
+	// ejector applies outlier_detection (nil without it); sweep is its interval.
+	ejector *policy.Ejector
+	sweep   time.Duration
+	metrics *clusterMetrics
 
 	resolver Resolver
 	log      *slog.Logger
@@ -62,10 +69,18 @@ type cluster struct {
 	current atomic.Pointer[string] // LOGICAL_DNS: the address new connections dial
 }
 
-func newCluster(c envoy.Cluster, res Resolver, rng *lockedRand, log *slog.Logger) (*cluster, error) {
+func newCluster(c envoy.Cluster, res Resolver, rng *lockedRand, log *slog.Logger, clock policy.Clock) (*cluster, error) {
 	cl := &cluster{
 		name: c.Name, kind: c.Type, lb: c.LbPolicy, connectTimeout: 5 * time.Second,
 		refreshRate: DefaultDNSRefreshRate, resolver: res, rng: rng, log: log.With("cluster", c.Name),
+		br: newBreakers(c),
+	}
+	if ts := c.TransportSocket; ts != nil && ts.TLS != nil {
+		cfg, err := upstreamTLS(c.Name, ts.TLS)
+		if err != nil {
+			return nil, err
+		}
+		cl.tls = cfg
 	}
 	if cl.kind == "" {
 		cl.kind = "STATIC"
@@ -78,13 +93,6 @@ func newCluster(c envoy.Cluster, res Resolver, rng *lockedRand, log *slog.Logger
 	}
 	if c.DNSRefreshRate != nil && c.DNSRefreshRate.Duration > 0 {
 		cl.refreshRate = c.DNSRefreshRate.Duration
-	}
-	if c.CircuitBreakers != nil {
-		for _, t := range c.CircuitBreakers.Thresholds {
-			if (t.Priority == "" || t.Priority == "DEFAULT") && t.MaxRequests != nil {
-				cl.maxRequests = int64(*t.MaxRequests)
-			}
-		}
 	}
 	for _, sa := range c.Addresses() {
 		cl.hosts = append(cl.hosts, hostPort{sa.Address, sa.PortValue})
@@ -107,62 +115,143 @@ func newCluster(c envoy.Cluster, res Resolver, rng *lockedRand, log *slog.Logger
 			if cur == nil {
 				return nil, fmt.Errorf("cluster %s: %s is not resolved yet", cl.name, h.host)
 			}
-			d := net.Dialer{Timeout: cl.connectTimeout}
-			return d.DialContext(ctx, "tcp", *cur)
+			return cl.dialAddr(ctx, *cur)
 		}
 		cl.eps = []*endpoint{ep}
 	}
+	if c.OutlierDetection != nil {
+		cfg, interval := outlierConfig(c)
+		hosts := make([]string, len(cl.eps))
+		for i, e := range cl.eps {
+			hosts[i] = cl.hostOf(e)
+		}
+		cl.ejector = policy.NewEjector(cfg, clock, hosts)
+		cl.sweep = interval
+	}
 	return cl, nil
+}
+
+// dialAddr opens a connection to addr within connect_timeout, with the cluster's TLS
+// handshake when it has a transport socket.
+func (c *cluster) dialAddr(ctx context.Context, addr string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.connectTimeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil || c.tls == nil {
+		return conn, err
+	}
+	tc := tls.Client(conn, c.tls)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
+	}
+	return tc, nil
 }
 
 func joinHP(h string, p uint32) string { return net.JoinHostPort(h, strconv.FormatUint(uint64(p), 10)) }
 
 func (c *cluster) newEndpoint(addr string) *endpoint {
 	ep := &endpoint{addr: addr}
-	ep.dial = func(ctx context.Context) (net.Conn, error) {
-		d := net.Dialer{Timeout: c.connectTimeout}
-		return d.DialContext(ctx, "tcp", addr)
-	}
+	ep.dial = func(ctx context.Context) (net.Conn, error) { return c.dialAddr(ctx, addr) }
 	ep.transport = &http.Transport{
 		DialContext:         func(ctx context.Context, _, _ string) (net.Conn, error) { return ep.dial(ctx) },
-		MaxIdleConnsPerHost: 64,
+		MaxIdleConnsPerHost: int(min(64, max(c.br.maxConnections, 1))),
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
 	}
 	return ep
 }
 
-// pick chooses an endpoint by the lb policy, or nil when there is none. The caller calls
-// ep.done() when the request ends.
+// pick chooses an endpoint by the lb policy, or nil when there is none. Ejected endpoints
+// are skipped unless fewer than the panic threshold are healthy (then all are used, as
+// Envoy does). The caller calls ep.done() when the request ends.
 func (c *cluster) pick() *endpoint {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	n := len(c.eps)
-	if n == 0 {
+	if c.kind == "LOGICAL_DNS" && c.current.Load() == nil {
 		return nil
 	}
-	if c.kind == "LOGICAL_DNS" && c.current.Load() == nil {
+	eps := c.eps
+	if c.ejector != nil && !c.ejector.Panic() {
+		eps = make([]*endpoint, 0, len(c.eps))
+		for _, e := range c.eps {
+			if !c.ejector.Ejected(c.hostOf(e)) {
+				eps = append(eps, e)
+			}
+		}
+	}
+	n := len(eps)
+	if n == 0 {
 		return nil
 	}
 	var ep *endpoint
 	switch c.lb {
 	case "RANDOM":
-		ep = c.eps[c.rng.IntN(n)]
+		ep = eps[c.rng.IntN(n)]
 	case "LEAST_REQUEST":
 		// power of two distinct choices
 		i := c.rng.IntN(n)
-		ep = c.eps[i]
+		ep = eps[i]
 		if n > 1 {
-			if b := c.eps[(i+1+c.rng.IntN(n-1))%n]; b.active.Load() < ep.active.Load() {
+			if b := eps[(i+1+c.rng.IntN(n-1))%n]; b.active.Load() < ep.active.Load() {
 				ep = b
 			}
 		}
 	default:
-		ep = c.eps[c.rr%uint64(n)]
+		ep = eps[c.rr%uint64(n)]
 		c.rr++
 	}
 	ep.active.Add(1)
 	return ep
+}
+
+// hostOf is the outlier detection host of e: its address (for LOGICAL_DNS, the one host).
+func (c *cluster) hostOf(e *endpoint) string { return e.addr }
+
+// record feeds an attempt's outcome (HTTP status; 503 for a connect failure or reset, 504
+// for a timeout) to outlier detection.
+func (c *cluster) record(e *endpoint, status int) {
+	if c.ejector == nil {
+		return
+	}
+	if c.ejector.Record(c.hostOf(e), status) {
+		c.log.Warn("outlier detection ejected an endpoint", "addr", e.addr, "status", status,
+			"multiplier", c.ejector.Multiplier(c.hostOf(e)))
+		if c.metrics != nil {
+			c.metrics.ejections.WithLabelValues(c.name).Inc()
+		}
+	}
+}
+
+// sweepOutliers runs outlier detection's interval check.
+func (c *cluster) sweepOutliers() {
+	if c.ejector == nil {
+		return
+	}
+	for _, h := range c.ejector.Sweep() {
+		c.log.Info("outlier detection returned an endpoint to service", "addr", h)
+	}
+}
+
+// runOutliers sweeps every interval until ctx ends.
+func (c *cluster) runOutliers(ctx context.Context, newTicker func(time.Duration) Ticker, onSweep func(string)) {
+	if c.ejector == nil {
+		return
+	}
+	t := newTicker(c.sweep)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+			c.sweepOutliers()
+			if onSweep != nil {
+				onSweep(c.name)
+			}
+		}
+	}
 }
 
 // endpoints lists the current endpoint addresses (for tests and the admin).
@@ -190,6 +279,7 @@ func (c *cluster) refresh(ctx context.Context) {
 		h := c.hosts[0]
 		addrs, err := c.resolver.LookupAddrs(ctx, h.host)
 		if err != nil || len(addrs) == 0 {
+			c.dnsFailed()
 			c.log.Warn("DNS resolution failed; keeping the previous address", "host", h.host, "error", err)
 			return
 		}
@@ -200,6 +290,7 @@ func (c *cluster) refresh(ctx context.Context) {
 		for _, h := range c.hosts {
 			addrs, err := c.resolver.LookupAddrs(ctx, h.host)
 			if err != nil {
+				c.dnsFailed()
 				c.log.Warn("DNS resolution failed; keeping the previous endpoints", "host", h.host, "error", err)
 				return
 			}
@@ -222,12 +313,21 @@ func (c *cluster) refresh(ctx context.Context) {
 			eps = append(eps, c.newEndpoint(a))
 		}
 		c.eps = eps
+		if c.ejector != nil {
+			c.ejector.SetHosts(want)
+		}
 		c.mu.Unlock()
 		for _, e := range old { // drain removed addresses
 			e.removed.Store(true)
 			e.transport.CloseIdleConnections()
 			c.log.Info("draining a removed endpoint", "addr", e.addr)
 		}
+	}
+}
+
+func (c *cluster) dnsFailed() {
+	if c.metrics != nil {
+		c.metrics.dnsFailures.WithLabelValues(c.name).Inc()
 	}
 }
 

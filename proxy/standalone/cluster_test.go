@@ -25,7 +25,7 @@ func TestLoadBalancingPolicies(t *testing.T) {
 	rng := &lockedRand{r: rand.New(rand.NewPCG(3, 4))}
 	for _, lb := range []string{"ROUND_ROBIN", "RANDOM", "LEAST_REQUEST"} {
 		t.Run(lb, func(t *testing.T) {
-			cl, err := newCluster(staticEnvoyCluster(lb), nil, rng, log)
+			cl, err := newCluster(staticEnvoyCluster(lb), nil, rng, log, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -46,7 +46,7 @@ func TestLoadBalancingPolicies(t *testing.T) {
 		})
 	}
 	t.Run("LEAST_REQUEST avoids busy endpoints", func(t *testing.T) {
-		cl, _ := newCluster(staticEnvoyCluster("LEAST_REQUEST"), nil, rng, log)
+		cl, _ := newCluster(staticEnvoyCluster("LEAST_REQUEST"), nil, rng, log, nil)
 		busy := cl.eps[0]
 		busy.active.Store(100)
 		for range 100 {
@@ -58,7 +58,7 @@ func TestLoadBalancingPolicies(t *testing.T) {
 	})
 	if _, err := newCluster(envoy.Cluster{Name: "x", Type: "STATIC", LoadAssignment: &envoy.ClusterLoadAssignment{
 		Endpoints: []envoy.LocalityLbEndpoints{{LbEndpoints: []envoy.LbEndpoint{{Endpoint: envoy.Endpoint{Address: envoy.Address{
-			SocketAddress: &envoy.SocketAddress{Address: "svc.test", PortValue: 1}}}}}}}}}, nil, rng, log); err == nil {
+			SocketAddress: &envoy.SocketAddress{Address: "svc.test", PortValue: 1}}}}}}}}}, nil, rng, log, nil); err == nil {
 		t.Error("a STATIC cluster with a host name must be refused")
 	}
 }

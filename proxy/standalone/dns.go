@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/miekg/dns"
@@ -30,11 +32,14 @@ func (r realTicker) Stop()               { r.t.Stop() }
 // NewRealTicker returns a Ticker backed by time.NewTicker.
 func NewRealTicker(d time.Duration) Ticker { return realTicker{time.NewTicker(d)} }
 
-// DNSResolver resolves A and AAAA records with miekg/dns against the servers and search
-// domains of a resolv.conf file.
+// DNSResolver resolves names as Envoy's c-ares resolver does: first from the hosts file,
+// then A and AAAA records with miekg/dns against the servers and search domains of a
+// resolv.conf file.
 type DNSResolver struct {
 	// ResolvConf is the file to read (/etc/resolv.conf when empty).
 	ResolvConf string
+	// HostsFile is read before any query (/etc/hosts when empty; "-" skips it).
+	HostsFile string
 	// Timeout bounds one query (2 s when zero).
 	Timeout time.Duration
 	// Port overrides the servers' port (resolv.conf has none; 53). For tests.
@@ -48,6 +53,9 @@ func (r *DNSResolver) LookupAddrs(ctx context.Context, host string) ([]netip.Add
 	}
 	if host == "localhost" {
 		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+	}
+	if addrs := r.fromHosts(host); len(addrs) > 0 {
+		return addrs, nil
 	}
 	path := r.ResolvConf
 	if path == "" {
@@ -102,4 +110,39 @@ func (r *DNSResolver) LookupAddrs(ctx context.Context, host string) ([]netip.Add
 		}
 	}
 	return nil, errors.Join(fmt.Errorf("resolve %s: no addresses", host), lastErr)
+}
+
+// fromHosts returns host's addresses in the hosts file, in file order.
+func (r *DNSResolver) fromHosts(host string) []netip.Addr {
+	path := r.HostsFile
+	switch path {
+	case "-":
+		return nil
+	case "":
+		path = "/etc/hosts"
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	var out []netip.Addr
+	for line := range strings.SplitSeq(string(b), "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		a, err := netip.ParseAddr(f[0])
+		if err != nil {
+			continue
+		}
+		for _, name := range f[1:] {
+			if strings.TrimSuffix(strings.ToLower(name), ".") == host {
+				out = append(out, a.Unmap())
+				break
+			}
+		}
+	}
+	return out
 }

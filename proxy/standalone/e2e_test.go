@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lightmesh/lightmesh/internal/identity"
 	"github.com/lightmesh/lightmesh/proxy/envoy"
 )
 
@@ -59,28 +60,51 @@ func (f fakeTicker) Stop()               {}
 type harness struct {
 	t         *testing.T
 	p         *Proxy
-	res       *fakeResolver
 	tick      chan time.Time
 	refreshed chan string
+	sweepTick chan time.Time
+	swept     chan string
+	clock     *identity.FakeClock
 	client    *http.Client
+
+	mu    sync.Mutex
+	waits []time.Duration // retry back-offs, in order
 }
 
 func start(t *testing.T, yaml string, res *fakeResolver) *harness {
+	t.Helper()
+	if res == nil {
+		res = &fakeResolver{}
+	}
+	return startWithResolver(t, yaml, res)
+}
+
+func startWithResolver(t *testing.T, yaml string, res Resolver) *harness {
 	t.Helper()
 	bs, _, err := envoy.Parse([]byte(yaml), envoy.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res == nil {
-		res = &fakeResolver{}
-	}
-	h := &harness{t: t, res: res, tick: make(chan time.Time), refreshed: make(chan string, 16)}
+	h := &harness{t: t, tick: make(chan time.Time), refreshed: make(chan string, 16),
+		sweepTick: make(chan time.Time), swept: make(chan string, 16),
+		clock: identity.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))}
 	p, err := New(bs, Options{
-		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Resolver:  res,
-		NewTicker: func(time.Duration) Ticker { return fakeTicker{h.tick} },
-		Rand:      rand.New(rand.NewPCG(42, 42)),
-		OnRefresh: func(c string) { h.refreshed <- c },
+		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Resolver:       res,
+		NewTicker:      func(time.Duration) Ticker { return fakeTicker{h.tick} },
+		Rand:           rand.New(rand.NewPCG(42, 42)),
+		OnRefresh:      func(c string) { h.refreshed <- c },
+		Clock:          h.clock,
+		NewSweepTicker: func(time.Duration) Ticker { return fakeTicker{h.sweepTick} },
+		OnSweep:        func(c string) { h.swept <- c },
+		After: func(d time.Duration) <-chan time.Time {
+			h.mu.Lock()
+			h.waits = append(h.waits, d)
+			h.mu.Unlock()
+			ch := make(chan time.Time, 1)
+			ch <- time.Time{}
+			return ch
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -115,6 +139,28 @@ func (h *harness) refresh() {
 	case <-time.After(5 * time.Second):
 		h.t.Fatal("the refresh did not finish")
 	}
+}
+
+// sweep ticks outlier detection once (one cluster) and waits for the sweep to finish.
+func (h *harness) sweep() {
+	h.t.Helper()
+	select {
+	case h.sweepTick <- time.Now():
+	case <-time.After(5 * time.Second):
+		h.t.Fatal("no cluster took the outlier detection tick")
+	}
+	select {
+	case <-h.swept:
+	case <-time.After(5 * time.Second):
+		h.t.Fatal("the sweep did not finish")
+	}
+}
+
+// recordedWaits returns the retry back-offs so far.
+func (h *harness) recordedWaits() []time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]time.Duration(nil), h.waits...)
 }
 
 func (h *harness) get(listener, host, path string) (int, string) {

@@ -36,8 +36,11 @@ type route struct {
 	retryOn    map[string]bool
 	retries    int
 	perTry     time.Duration
-	rewrite    string
-	hasRewrite bool
+	retryCodes map[int]bool
+	// retry back-off (Envoy's defaults: 25 ms base, 10x base max)
+	backOffBase, backOffMax time.Duration
+	rewrite                 string
+	hasRewrite              bool
 }
 
 type vhost struct {
@@ -159,6 +162,20 @@ func newRouteTable(rc *envoy.RouteConfiguration) (*routeTable, error) {
 					}
 				}
 				cr.retries = 1
+				cr.backOffBase = DefaultRetryBaseInterval
+				if bo := p.RetryBackOff; bo != nil && bo.BaseInterval != nil && bo.BaseInterval.Duration > 0 {
+					cr.backOffBase = bo.BaseInterval.Duration
+				}
+				cr.backOffMax = 10 * cr.backOffBase
+				if bo := p.RetryBackOff; bo != nil && bo.MaxInterval != nil && bo.MaxInterval.Duration >= cr.backOffBase {
+					cr.backOffMax = bo.MaxInterval.Duration
+				}
+				for _, code := range p.RetriableStatusCodes {
+					if cr.retryCodes == nil {
+						cr.retryCodes = map[int]bool{}
+					}
+					cr.retryCodes[int(code)] = true
+				}
 				if p.NumRetries != nil {
 					cr.retries = int(*p.NumRetries)
 				}

@@ -1,6 +1,7 @@
 // Package standalone runs an Envoy v3 static bootstrap (parsed by proxy/envoy) outside
-// Kubernetes: HTTP listeners with Envoy route matching, TCP proxy listeners, clusters with
-// STATIC/STRICT_DNS/LOGICAL_DNS discovery, and an admin server.
+// Kubernetes: HTTP listeners with Envoy route matching, retries with jittered back-off, TCP
+// proxy listeners, clusters with STATIC/STRICT_DNS/LOGICAL_DNS discovery, outlier detection
+// (internal/policy's Ejector), circuit breakers and upstream TLS, and an admin server.
 package standalone
 
 import (
@@ -18,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/lightmesh/lightmesh/internal/policy"
 	"github.com/lightmesh/lightmesh/proxy/admin"
 	"github.com/lightmesh/lightmesh/proxy/envoy"
 	"github.com/lightmesh/lightmesh/proxy/metrics"
@@ -40,6 +42,14 @@ type Options struct {
 	OnRefresh func(cluster string)
 	// Shutdown is called by the admin's POST /shutdown (optional).
 	Shutdown func()
+	// Clock times outlier ejections (the system clock when nil).
+	Clock policy.Clock
+	// NewSweepTicker makes the outlier detection interval tickers (NewRealTicker when nil).
+	NewSweepTicker func(time.Duration) Ticker
+	// OnSweep is called after each outlier detection sweep of a cluster (tests wait on it).
+	OnSweep func(cluster string)
+	// After waits before a retry (time.After when nil); tests record the back-off.
+	After func(time.Duration) <-chan time.Time
 }
 
 // Proxy is a running bootstrap.
@@ -80,13 +90,21 @@ func New(bs *envoy.Bootstrap, opts Options) (*Proxy, error) {
 	if opts.Rand == nil {
 		opts.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	}
+	if opts.NewSweepTicker == nil {
+		opts.NewSweepTicker = NewRealTicker
+	}
+	if opts.After == nil {
+		opts.After = time.After
+	}
 	p := &Proxy{opts: opts, log: opts.Logger, bs: bs, rng: &lockedRand{r: opts.Rand},
 		clusters: map[string]*cluster{}, registry: metrics.New()}
+	cm := newClusterMetrics(p.registry.Registerer())
 	for _, c := range bs.StaticResources.Clusters {
-		cl, err := newCluster(c, opts.Resolver, p.rng, p.log)
+		cl, err := newCluster(c, opts.Resolver, p.rng, p.log, opts.Clock)
 		if err != nil {
 			return nil, err
 		}
+		cl.metrics = cm
 		p.clusters[c.Name] = cl
 	}
 	for i, l := range bs.StaticResources.Listeners {
@@ -148,6 +166,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 	}
 	for _, c := range p.clusters {
 		p.wg.Go(func() { c.run(ctx, p.opts.NewTicker, p.opts.OnRefresh) })
+		p.wg.Go(func() { c.runOutliers(ctx, p.opts.NewSweepTicker, p.opts.OnSweep) })
 	}
 	for _, l := range p.listeners {
 		p.log.Info("listening", "listener", l.name, "addr", l.ln.Addr().String())
@@ -290,6 +309,12 @@ func (p *Proxy) serveTCP(ctx context.Context, l *listener) {
 func (p *Proxy) proxyTCP(ctx context.Context, l *listener, down net.Conn) {
 	defer down.Close()
 	cl := p.clusters[l.tcp.Cluster]
+	if !cl.br.tryConnection() {
+		cl.metrics.overflows.WithLabelValues(cl.name, BreakerMaxConnections).Inc()
+		p.log.Warn("tcp_proxy: max_connections reached; closing the connection", "listener", l.name, "cluster", cl.name)
+		return
+	}
+	defer cl.br.releaseConnection()
 	ep := cl.pick()
 	if ep == nil {
 		p.log.Warn("tcp_proxy: no healthy upstream", "listener", l.name, "cluster", cl.name)
@@ -299,9 +324,11 @@ func (p *Proxy) proxyTCP(ctx context.Context, l *listener, down net.Conn) {
 	m := p.registry.TCP(metrics.TCPLabels{Labels: metrics.Labels{Direction: "outbound", Authority: cl.name, TLS: "no_identity"}, Peer: "dst"})
 	up, err := ep.dial(ctx)
 	if err != nil {
+		cl.record(ep, http.StatusServiceUnavailable)
 		p.log.Warn("tcp_proxy: upstream connect failed", "listener", l.name, "cluster", cl.name, "error", err)
 		return
 	}
+	cl.record(ep, http.StatusOK)
 	defer up.Close()
 	m.Open()
 	defer m.Close()
@@ -345,8 +372,32 @@ func (h *httpHandler) retriable(r *route, status int) bool {
 		return true
 	case on["retriable-4xx"] && status == 409:
 		return true
+	case on["retriable-status-codes"] && r.retryCodes[status]:
+		return true
 	}
 	return false
+}
+
+// overflow answers a request refused by a circuit breaker, as Envoy does.
+func (h *httpHandler) overflow(w http.ResponseWriter, cl *cluster, breaker string) {
+	cl.metrics.overflows.WithLabelValues(cl.name, breaker).Inc()
+	w.Header().Set("X-Envoy-Overloaded", "true")
+	localReply(w, http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers. reset reason: overflow")
+}
+
+// takeRetry takes a max_retries slot for the next retry; as in Envoy, the slot of the
+// previous retry is given back first. False, counted, when the breaker is full.
+func (h *httpHandler) takeRetry(cl *cluster, holding *bool) bool {
+	if *holding {
+		cl.br.retries.Add(-1)
+		*holding = false
+	}
+	if !cl.br.retry() {
+		cl.metrics.overflows.WithLabelValues(cl.name, BreakerMaxRetries).Inc()
+		return false
+	}
+	*holding = true
+	return true
 }
 
 func (h *httpHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
@@ -362,15 +413,11 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	w = sw
 	began := time.Now()
 	defer func() { rt.Response(sw.code, sw.code >= 500, time.Since(began)) }()
-	if cl.maxRequests > 0 {
-		if cl.inflight.Add(1) > cl.maxRequests {
-			cl.inflight.Add(-1)
-			w.Header().Set("X-Envoy-Overloaded", "true")
-			localReply(w, http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers. reset reason: overflow")
-			return
-		}
-		defer cl.inflight.Add(-1)
+	if !cl.br.admit() {
+		h.overflow(w, cl, BreakerMaxRequests)
+		return
 	}
+	defer cl.br.requests.Add(-1)
 	ctx := req.Context()
 	if r.timeout > 0 {
 		var cancel context.CancelFunc
@@ -391,16 +438,49 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 		body = b
 	}
+	var bo *backOff
+	holdingRetry := false // a max_retries slot, from a decision to retry to the next one or the end
+	defer func() {
+		if holdingRetry {
+			cl.br.retries.Add(-1)
+		}
+	}()
+	timeout := func() { localReply(w, http.StatusGatewayTimeout, "upstream request timeout") }
 	for attempt := 0; ; attempt++ {
 		last := attempt >= retries
+		if attempt > 0 {
+			if bo == nil {
+				bo = newBackOff(r.backOffBase, r.backOffMax)
+			}
+			select {
+			case <-h.p.opts.After(bo.next(h.p.rng)):
+			case <-ctx.Done():
+				timeout()
+				return
+			}
+		}
 		ep := cl.pick()
 		if ep == nil {
 			localReply(w, http.StatusServiceUnavailable, "no healthy upstream")
 			return
 		}
+		if breaker, err := cl.br.connection(ctx); err != nil {
+			ep.done()
+			if errors.Is(err, errOverflow) {
+				h.overflow(w, cl, breaker)
+			} else {
+				timeout()
+			}
+			return
+		}
 		actx, acancel := ctx, context.CancelFunc(func() {})
 		if r.perTry > 0 {
 			actx, acancel = context.WithTimeout(ctx, r.perTry)
+		}
+		end := func() {
+			cl.br.releaseConnection()
+			ep.done()
+			acancel()
 		}
 		out := req.Clone(actx)
 		out.RequestURI = ""
@@ -420,34 +500,40 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 		resp, err := ep.transport.RoundTrip(out)
 		if err != nil {
-			ep.done()
-			acancel()
+			timedOut := actx.Err() != nil
+			end()
+			if timedOut {
+				cl.record(ep, http.StatusGatewayTimeout)
+			} else {
+				cl.record(ep, http.StatusServiceUnavailable) // connect failure or reset
+			}
 			if ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				localReply(w, http.StatusGatewayTimeout, "upstream request timeout")
+				timeout()
 				return
 			}
-			timedOut := actx.Err() != nil
-			if !last && (r.retryOn["connect-failure"] || r.retryOn["reset"] || r.retryOn["5xx"] || r.retryOn["gateway-error"]) {
+			if !last && (r.retryOn["connect-failure"] || r.retryOn["reset"] || r.retryOn["5xx"] || r.retryOn["gateway-error"]) &&
+				h.takeRetry(cl, &holdingRetry) {
 				continue
 			}
 			if timedOut {
-				localReply(w, http.StatusGatewayTimeout, "upstream request timeout")
+				timeout()
 				return
 			}
-			localReply(w, http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers")
+			localReply(w, http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers. reset reason: connection failure")
 			return
 		}
-		if !last && h.retriable(r, resp.StatusCode) {
+		cl.record(ep, resp.StatusCode)
+		// Envoy never retries an answer that carries x-envoy-overloaded.
+		if !last && h.retriable(r, resp.StatusCode) && resp.Header.Get("X-Envoy-Overloaded") == "" &&
+			h.takeRetry(cl, &holdingRetry) {
 			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 			_ = resp.Body.Close()
-			ep.done()
-			acancel()
+			end()
 			continue
 		}
 		h.copyResponse(w, resp)
 		_ = resp.Body.Close()
-		ep.done()
-		acancel()
+		end()
 		return
 	}
 }
