@@ -21,10 +21,14 @@ const (
 type connInfo struct {
 	direction string
 	origDst   netip.AddrPort
-	// meshed: the client is a proxy that authenticated with mTLS as clientID.
-	meshed   bool
-	clientID string
-	tls      string // metrics label
+	// remote is the client's address (a meshed client's is its proxy's, the pod's address).
+	remote netip.AddrPort
+	// meshed: the client is a proxy that authenticated with mTLS as clientID (a SPIFFE ID);
+	// principal is the same identity in Istio's form (cluster.local/ns/NS/sa/SA).
+	meshed    bool
+	clientID  string
+	principal string
+	tls       string // metrics label
 	// h2 is true when the client speaks HTTP/2.
 	h2 bool
 }

@@ -93,7 +93,8 @@ func (p *Proxy) serveInbound(ctx context.Context, c *net.TCPConn) {
 		c.Close()
 		return
 	}
-	ci := &connInfo{direction: inbound, origDst: dst, tls: p.tlsLabel()}
+	remote := peerAddrPort(c)
+	ci := &connInfo{direction: inbound, origDst: dst, remote: remote, tls: p.tlsLabel()}
 	if !direct && p.isOpaquePort(dst.Port()) {
 		p.inboundTCP(ctx, c, nil, ci, dst)
 		return
@@ -113,7 +114,7 @@ func (p *Proxy) serveInbound(ctx context.Context, c *net.TCPConn) {
 	switch proto {
 	case detect.TLS:
 		if p.opts.TLS != nil {
-			p.serveInboundTLS(ctx, c, prefix, dst, direct)
+			p.serveInboundTLS(ctx, c, prefix, dst, remote, direct)
 			return
 		}
 		p.inboundTCP(ctx, c, prefix, ci, dst)
@@ -130,7 +131,7 @@ func (p *Proxy) serveInbound(ctx context.Context, c *net.TCPConn) {
 var errNotMesh = errors.New("not mesh TLS")
 
 // serveInboundTLS terminates mesh TLS, or passes the application's own TLS through.
-func (p *Proxy) serveInboundTLS(ctx context.Context, c *net.TCPConn, prefix []byte, dst netip.AddrPort, direct bool) {
+func (p *Proxy) serveInboundTLS(ctx context.Context, c *net.TCPConn, prefix []byte, dst, remote netip.AddrPort, direct bool) {
 	sc := &sniffConn{Conn: &detect.PrefixConn{Conn: c, Prefix: prefix}, recording: true}
 	var mesh bool
 	var refusal error
@@ -159,7 +160,7 @@ func (p *Proxy) serveInboundTLS(ctx context.Context, c *net.TCPConn, prefix []by
 			return
 		}
 		// The application's own TLS: pass the bytes read so far, and the rest, through.
-		ci := &connInfo{direction: inbound, origDst: dst, tls: metrics.TLSNoIdentity}
+		ci := &connInfo{direction: inbound, origDst: dst, remote: remote, tls: metrics.TLSNoIdentity}
 		p.inboundTCP(ctx, c, sc.recorded, ci, dst)
 		return
 	}
@@ -174,7 +175,8 @@ func (p *Proxy) serveInboundTLS(ctx context.Context, c *net.TCPConn, prefix []by
 		tc.Close()
 		return
 	}
-	ci := &connInfo{direction: inbound, origDst: dst, meshed: true, clientID: p.idString(id), tls: metrics.TLSTrue}
+	clientID := p.idString(id)
+	ci := &connInfo{direction: inbound, origDst: dst, remote: remote, meshed: true, clientID: clientID, principal: istioPrincipal(clientID), tls: metrics.TLSTrue}
 	switch state.NegotiatedProtocol {
 	case meshtls.ALPNHTTP2:
 		ci.h2 = true
@@ -202,6 +204,14 @@ func (p *Proxy) serveInboundTLS(ctx context.Context, c *net.TCPConn, prefix []by
 	default:
 		tc.Close()
 	}
+}
+
+// peerAddrPort returns the address of c's peer.
+func peerAddrPort(c *net.TCPConn) netip.AddrPort {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return a.AddrPort()
+	}
+	return netip.AddrPort{}
 }
 
 // sniffConn records what the TLS server reads and swallows what it writes until pass is

@@ -97,8 +97,14 @@ func (p *Proxy) dialMeshTCP(ctx context.Context, ep discovery.Endpoint) (net.Con
 	return tc, nil
 }
 
-// inboundTCP copies a connection to the application at dst.
+// inboundTCP copies a connection to the application at dst, once the inbound policy
+// (PeerAuthentication, then AuthorizationPolicy) admits it; a refused one is closed before
+// the application is even dialled.
 func (p *Proxy) inboundTCP(ctx context.Context, c net.Conn, prefix []byte, ci *connInfo, dst netip.AddrPort) {
+	if !p.admitInbound(ci, dst) {
+		c.Close()
+		return
+	}
 	labels := metrics.Labels{Direction: inbound, Authority: dst.String(), TLS: ci.tls, ClientID: ci.clientID}
 	src := p.metrics.TCP(metrics.TCPLabels{Labels: labels, Peer: "src"})
 	src.Open()
