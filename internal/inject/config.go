@@ -2,6 +2,7 @@ package inject
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -40,6 +41,33 @@ type Config struct {
 	// Version goes into lightmesh.io/proxy-version, InjectedBy into lightmesh.io/injected-by.
 	Version    string
 	InjectedBy string
+	// Tracing, when set, makes the proxies send a span per request to a Jaeger agent.
+	Tracing *Tracing
+}
+
+// Tracing is the seed's Jaeger client settings (sampler type and param, reporter
+// localAgentHostPort and logSpans), for the proxies.
+type Tracing struct {
+	SamplerType        string
+	SamplerParam       string
+	LocalAgentHostPort string
+	LogSpans           bool
+}
+
+// Validate checks the settings as the proxy will read them.
+func (t *Tracing) Validate() error {
+	switch t.SamplerType {
+	case "const", "probabilistic", "ratelimiting":
+	default:
+		return fmt.Errorf("tracing sampler type %q: use const, probabilistic or ratelimiting", t.SamplerType)
+	}
+	if v, err := strconv.ParseFloat(t.SamplerParam, 64); err != nil || v < 0 {
+		return fmt.Errorf("tracing sampler param %q: give a number such as 1 (const), 0.1 (probabilistic) or 5 (ratelimiting)", t.SamplerParam)
+	}
+	if _, _, err := net.SplitHostPort(t.LocalAgentHostPort); err != nil {
+		return fmt.Errorf("tracing agent address %q: write host:port, such as jaeger-agent.observability:6831", t.LocalAgentHostPort)
+	}
+	return nil
 }
 
 // Default resources of the containers injection adds. The proxy's are the seed's Istio
@@ -115,6 +143,11 @@ func (c *Config) Validate() error {
 	}
 	if err := ValidateLogFormat(c.LogFormat); err != nil {
 		return err
+	}
+	if c.Tracing != nil {
+		if err := c.Tracing.Validate(); err != nil {
+			return err
+		}
 	}
 	if errs := validation.IsDNS1123Label(c.ControlPlaneNamespace); len(errs) > 0 {
 		return fmt.Errorf("control-plane namespace %q: %s", c.ControlPlaneNamespace, strings.Join(errs, "; "))

@@ -44,6 +44,8 @@
 //	MESH_PROXY_IDENTITY_TOKEN_FILE  /var/run/lightmesh/identity/token
 //	MESH_PROXY_TRUST_DOMAIN         cluster.local by default
 //	MESH_PROXY_TRUST_ANCHORS        the trust anchors' PEM bundle
+//	MESH_PROXY_TRACING_*            with tracing configured: SERVICE_NAME (the pod's app label),
+//	                                SAMPLER_TYPE, SAMPLER_PARAM, AGENT_ADDR, LOG_SPANS
 //
 // # Configuration
 //

@@ -413,3 +413,44 @@ func TestInjectObjectForTheWebhook(t *testing.T) {
 		t.Fatalf("second InjectObject: %v %q %v %v", action, reason, changed, err)
 	}
 }
+
+func TestTracingEnvironment(t *testing.T) {
+	cfg := testConfig(t)
+	if env := envOf(ProxyContainer(&cfg, false)); env[EnvTracingAgentAddr].Name != "" {
+		t.Errorf("tracing variables without tracing configured: %+v", env[EnvTracingAgentAddr])
+	}
+	cfg.Tracing = &Tracing{SamplerType: "const", SamplerParam: "1", LocalAgentHostPort: "jaeger-agent.observability:6831", LogSpans: true}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	env := envOf(ProxyContainer(&cfg, false))
+	for name, want := range map[string]string{
+		EnvTracingSamplerType: "const", EnvTracingSamplerParam: "1",
+		EnvTracingAgentAddr: "jaeger-agent.observability:6831", EnvTracingLogSpans: "true",
+	} {
+		if env[name].Value != want {
+			t.Errorf("%s = %q, want %q", name, env[name].Value, want)
+		}
+	}
+	if f := env[EnvTracingServiceName].ValueFrom; f == nil || f.FieldRef.FieldPath != "metadata.labels['app']" {
+		t.Errorf("the service name is not the pod's app label: %+v", env[EnvTracingServiceName])
+	}
+	for _, bad := range []Tracing{
+		{SamplerType: "remote", SamplerParam: "1", LocalAgentHostPort: "a:6831"},
+		{SamplerType: "const", SamplerParam: "x", LocalAgentHostPort: "a:6831"},
+		{SamplerType: "const", SamplerParam: "1", LocalAgentHostPort: "a"},
+	} {
+		cfg.Tracing = &bad
+		if err := cfg.Validate(); err == nil {
+			t.Errorf("%+v accepted", bad)
+		}
+	}
+}
+
+func envOf(c corev1.Container) map[string]corev1.EnvVar {
+	env := map[string]corev1.EnvVar{}
+	for _, e := range c.Env {
+		env[e.Name] = e
+	}
+	return env
+}

@@ -335,6 +335,17 @@ func ProxyContainer(cfg *Config, ingress bool) corev1.Container {
 		value(EnvTrustDomain, cfg.TrustDomain),
 		value(EnvTrustAnchors, cfg.TrustAnchorsPEM),
 	)
+	if t := cfg.Tracing; t != nil {
+		env = append(env,
+			// The spans' service: the pod's app label (Istio's canonical service), else the
+			// proxy falls back to its ServiceAccount.
+			field(EnvTracingServiceName, "metadata.labels['app']"),
+			value(EnvTracingSamplerType, t.SamplerType),
+			value(EnvTracingSamplerParam, t.SamplerParam),
+			value(EnvTracingAgentAddr, t.LocalAgentHostPort),
+			value(EnvTracingLogSpans, strconv.FormatBool(t.LogSpans)),
+		)
+	}
 	probe := func(path string, period, failures int32) *corev1.Probe {
 		return &corev1.Probe{
 			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromInt32(AdminPort)}},
