@@ -93,9 +93,13 @@ func TestHTTP1KeepAliveOverMTLS(t *testing.T) {
 			t.Errorf("the app's spoofed %s reached the client: %q", ProxyErrorHeader, got)
 		}
 	}
-	// One mTLS connection between the proxies carried every request.
-	if n := m.b.metrics.Sample("tcp_open_total", map[string]string{"direction": "inbound", "peer": "src"}); n != 0 {
-		t.Errorf("inbound tcp_open_total{peer=src} = %v; HTTP connections are not opaque", n)
+	// One mTLS connection between the proxies carried every request, and is counted in the
+	// TCP metrics with the client's identity, as opaque connections are.
+	if n := m.b.metrics.Sample("tcp_open_total", map[string]string{"direction": "inbound", "peer": "src", "tls": "true", "client_id": clientSA}); n != 1 {
+		t.Errorf("inbound tcp_open_total{peer=src} = %v, want the one mTLS connection", n)
+	}
+	if n := m.b.metrics.Sample("tcp_read_bytes_total", map[string]string{"direction": "inbound", "peer": "src"}); n < 100 {
+		t.Errorf("inbound tcp_read_bytes_total = %v: the HTTP connection's bytes are not counted", n)
 	}
 	pc := m.a.clients.peers[peerKey{addr: netipAddr(t, app.addr), id: pkiID(t, serverSA)}]
 	if pc == nil || len(pc.conns) != 1 {

@@ -61,10 +61,10 @@ func (p *Proxy) serveOutbound(ctx context.Context, c *net.TCPConn) {
 	}
 	switch proto {
 	case detect.HTTP1:
-		p.h1.ServeConn(withConnInfo(ctx, ci), &detect.PrefixConn{Conn: c, Prefix: prefix})
+		p.h1.ServeConn(withConnInfo(ctx, ci), p.meter(&detect.PrefixConn{Conn: c, Prefix: prefix}, ci))
 	case detect.HTTP2:
 		ci.h2 = true
-		p.serveH2(&detect.PrefixConn{Conn: c, Prefix: slices.Clone(prefix)}, ci)
+		p.serveH2(p.meter(&detect.PrefixConn{Conn: c, Prefix: slices.Clone(prefix)}, ci), ci)
 	default:
 		p.outboundTCP(ctx, c, prefix, dst)
 	}
@@ -119,10 +119,10 @@ func (p *Proxy) serveInbound(ctx context.Context, c *net.TCPConn) {
 		}
 		p.inboundTCP(ctx, c, prefix, ci, dst)
 	case detect.HTTP1:
-		p.h1.ServeConn(withConnInfo(ctx, ci), &detect.PrefixConn{Conn: c, Prefix: prefix})
+		p.h1.ServeConn(withConnInfo(ctx, ci), p.meter(&detect.PrefixConn{Conn: c, Prefix: prefix}, ci))
 	case detect.HTTP2:
 		ci.h2 = true
-		p.serveH2(&detect.PrefixConn{Conn: c, Prefix: slices.Clone(prefix)}, ci)
+		p.serveH2(p.meter(&detect.PrefixConn{Conn: c, Prefix: slices.Clone(prefix)}, ci), ci)
 	default:
 		p.inboundTCP(ctx, c, prefix, ci, dst)
 	}
@@ -180,9 +180,9 @@ func (p *Proxy) serveInboundTLS(ctx context.Context, c *net.TCPConn, prefix []by
 	switch state.NegotiatedProtocol {
 	case meshtls.ALPNHTTP2:
 		ci.h2 = true
-		p.serveH2(tc, ci)
+		p.serveH2(p.meter(tc, ci), ci)
 	case meshtls.ALPNHTTP1:
-		p.h1.ServeConn(withConnInfo(ctx, ci), tc)
+		p.h1.ServeConn(withConnInfo(ctx, ci), p.meter(tc, ci))
 	case meshtls.ALPNTCP:
 		var hdr [4]byte
 		_ = tc.SetReadDeadline(time.Now().Add(p.opts.ConnectTimeout))
