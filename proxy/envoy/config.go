@@ -856,6 +856,8 @@ func (bs *Bootstrap) validate(c *checker) {
 		p := fmt.Sprintf("static_resources.clusters[%d]", i)
 		if cl.Name == "" {
 			c.invalidf(p+".name", "required")
+		} else if clusters[cl.Name] {
+			c.invalidf(p+".name", "cluster %q is defined twice; cluster names must be unique", cl.Name)
 		}
 		clusters[cl.Name] = true
 		switch cl.Type {

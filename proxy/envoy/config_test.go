@@ -135,10 +135,15 @@ func TestParseInvalidValuesAreErrors(t *testing.T) {
 		"missing cluster": strings.Replace(fullJSON, `"cluster": "a"`, `"cluster": "b"`, 1),
 		"bad duration":    strings.Replace(fullJSON, `"2s"`, `"2m"`, 1),
 		"bad type url":    strings.Replace(fullJSON, "tcp_proxy.v3.TcpProxy", "tcp_proxy.v2.TcpProxy", 1),
+		"duplicate name":  strings.Replace(fullJSON, `"clusters": [`, `"clusters": [{"name": "a", "type": "STATIC"}, `, 1),
 	} {
 		t.Run(name, func(t *testing.T) {
-			if _, _, err := Parse([]byte(in), Options{}); err == nil {
+			_, _, err := Parse([]byte(in), Options{})
+			if err == nil {
 				t.Fatal("want an error")
+			}
+			if name == "duplicate name" && !strings.Contains(err.Error(), `cluster "a" is defined twice`) {
+				t.Errorf("error %v does not name the duplicate", err)
 			}
 		})
 	}
