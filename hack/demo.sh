@@ -20,6 +20,8 @@ MESH_NS="${DEMO_MESH_NAMESPACE:-lightmesh}"
 LOG_DIR="${DEMO_LOG_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/lightmesh/demo}"
 ROLLOUT_TIMEOUT="${DEMO_ROLLOUT_TIMEOUT:-300}"
 STAT_TIMEOUT="${DEMO_STAT_TIMEOUT:-120}"
+# Extra `mesh install` flags, e.g. DEMO_INSTALL_ARGS='--set tracing.enabled=true'.
+read -r -a INSTALL_ARGS <<< "${DEMO_INSTALL_ARGS:-}"
 MESH="$REPO_ROOT/bin/mesh"
 mkdir -p "$LOG_DIR"
 
@@ -73,12 +75,12 @@ install_mesh() {
   if installed; then
     if "$MESH" upgrade --help >/dev/null 2>&1; then
       echo "lightmesh is installed in $MESH_NS: upgrading it"
-      "$MESH" upgrade --set namespace="$MESH_NS" | kubectl_cmd apply -f -
+      "$MESH" upgrade --set namespace="$MESH_NS" "${INSTALL_ARGS[@]}" | kubectl_cmd apply -f -
     else
       echo "lightmesh is installed in $MESH_NS: keeping it"
     fi
   else
-    "$MESH" install --set namespace="$MESH_NS" | kubectl_cmd apply -f -
+    "$MESH" install --set namespace="$MESH_NS" "${INSTALL_ARGS[@]}" | kubectl_cmd apply -f -
   fi
   kubectl_cmd -n "$MESH_NS" rollout status deploy/lightmesh-controller --timeout="${ROLLOUT_TIMEOUT}s"
 }

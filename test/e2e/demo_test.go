@@ -20,8 +20,9 @@ import (
 // TestDemo is the acceptance test of the whole product: `make demo` (hack/demo.sh up) on the
 // local cluster succeeds step by step, a second run reuses what is there, `mesh stat` shows
 // the three services meshed with traffic, and the seed's policies are in force, each spot
-// checked by the demo's own traffic or a request from an unmeshed pod. `make demo-down`
-// removes it all.
+// checked by the demo's own traffic or a request from an unmeshed pod. With tracing turned on
+// at install, a real Jaeger receives the proxies' spans as whole traces; the dashboard shows
+// the traffic in headless Chromium. `make demo-down` removes it all.
 func TestDemo(t *testing.T) {
 	c := localCluster(t)
 	root, err := filepath.Abs("../..")
@@ -29,13 +30,16 @@ func TestDemo(t *testing.T) {
 		t.Fatal(err)
 	}
 	logDir := t.TempDir()
+	// The proxies report their spans to a real Jaeger on this machine.
+	tracer := startJaeger(t, c, root)
+	installArgs := "--set tracing.enabled=true --set tracing.reporter.localAgentHostPort=" + tracer.agentAddr
 	demo := func(action string) string {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, "hack/demo.sh", action)
 		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "KUBECONFIG="+c.kubeconfig, "DEMO_LOG_DIR="+logDir)
+		cmd.Env = append(os.Environ(), "KUBECONFIG="+c.kubeconfig, "DEMO_LOG_DIR="+logDir, "DEMO_INSTALL_ARGS="+installArgs)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("hack/demo.sh %s: %v\n%s", action, err, out)
@@ -119,6 +123,7 @@ func TestDemo(t *testing.T) {
 
 	seedChecks(t, c)
 	t.Run("Dashboard", func(t *testing.T) { dashboardCheck(t, c, mesh) })
+	t.Run("Tracing", func(t *testing.T) { tracingCheck(t, tracer) })
 
 	// PeerAuthentication STRICT: a plain-text request from an unmeshed pod is refused. It goes
 	// to order-service, which no AuthorizationPolicy selects, for an order the traffic
