@@ -27,6 +27,8 @@ fi
 hack/cluster.sh up >/dev/null
 # The dashboard's end-to-end test loads its pages in Debian's headless Chromium.
 hack/ensure-packages.sh chromium
+# The tracing test sends spans to a real Jaeger, built once from its Go module.
+hack/build-jaeger.sh >/dev/null
 make --no-print-directory images
 
 status=0
