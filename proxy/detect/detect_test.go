@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"errors"
 	"io"
 	"net"
 	"strings"
@@ -124,6 +125,69 @@ func TestDetect(t *testing.T) {
 			t.Fatalf("replayed %q, %v", all, err)
 		}
 	})
+}
+
+// errConn fails every read with err after returning in.
+type errConn struct {
+	pieceConn
+	err error
+}
+
+func (c *errConn) Read(p []byte) (int, error) {
+	if len(c.in) > 0 {
+		return c.pieceConn.Read(p)
+	}
+	return 0, c.err
+}
+
+func TestDetectOutcomes(t *testing.T) {
+	reset := errors.New("connection reset by peer")
+	for _, tc := range []struct {
+		name   string
+		conn   net.Conn
+		size   int
+		want   Protocol
+		prefix string
+		err    error
+	}{
+		{"HTTP/2 preface in pieces", &pieceConn{in: []byte(H2Preface + "\x00\x00"), step: 5}, 1024, HTTP2, H2Preface + "\x00", nil},
+		{"TLS ClientHello", &pieceConn{in: []byte("\x16\x03\x01\x00\xa5\x01"), step: 1}, 1024, TLS, "\x16\x03\x01", nil},
+		{"HTTP/1 byte by byte", &pieceConn{in: []byte("GET / HTTP/1.1\r\nHost: a\r\n"), step: 1}, 1024, HTTP1, "GET / HTTP/1.1\r\n", nil},
+		{"server speaks first: timeout", &pieceConn{timeout: true}, 1024, Opaque, "", nil},
+		{"undecided bytes then timeout", &pieceConn{in: []byte("GET /x"), step: 100, timeout: true}, 1024, Opaque, "GET /x", nil},
+		{"binary protocol", &pieceConn{in: []byte("\x00\x01\x02"), step: 100}, 1024, Opaque, "\x00\x01\x02", nil},
+		{"full buffer, long request line", &pieceConn{in: []byte("GET /aaaa\n"), step: 100}, 8, HTTP1, "GET /aaa", nil},
+		{"full buffer, no request line", &pieceConn{in: []byte("abcdefghij"), step: 100}, 8, Opaque, "abcdefgh", nil},
+		{"read error is returned", &errConn{pieceConn: pieceConn{in: []byte("GE"), step: 100}, err: reset}, 1024, Opaque, "GE", reset},
+		{"closed connection is opaque", &errConn{err: net.ErrClosed}, 1024, Opaque, "", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, prefix, err := Detect(tc.conn, make([]byte, tc.size), time.Second)
+			if p != tc.want || string(prefix) != tc.prefix || !errors.Is(err, tc.err) {
+				t.Fatalf("Detect = %s %q %v; want %s %q %v", p, prefix, err, tc.want, tc.prefix, tc.err)
+			}
+		})
+	}
+}
+
+func TestPrefixConnCloseWrite(t *testing.T) {
+	client, server := pipe(t)
+	pc := &PrefixConn{Conn: server, Prefix: []byte("x")}
+	if err := pc.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	// The peer sees the end of the stream, and the connection still reads.
+	_ = client.SetDeadline(time.Now().Add(10 * time.Second))
+	if b, err := io.ReadAll(client); err != nil || len(b) != 0 {
+		t.Fatalf("peer read %q %v", b, err)
+	}
+	if _, err := client.Write([]byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 2)
+	if _, err := io.ReadFull(pc, b); err != nil || string(b) != "xy" {
+		t.Fatalf("read %q %v", b, err)
+	}
 }
 
 func BenchmarkClassify(b *testing.B) {

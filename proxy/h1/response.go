@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 )
 
 // responseWriter writes one response at a time on a connection. The status line and header
@@ -14,6 +15,7 @@ import (
 // Content-Length the body is chunked (HTTP/1.1) or ends with the connection (HTTP/1.0).
 type responseWriter struct {
 	conn net.Conn
+	cr   *connReader
 	br   *bufio.Reader
 	bw   *bufio.Writer
 
@@ -25,6 +27,7 @@ type responseWriter struct {
 	noBody      bool
 	remaining   int64 // body bytes still allowed with a Content-Length, -1 without
 	closeAfter  bool
+	closing     *atomic.Bool // the server's: shutting down, close after this response
 	hijacked    bool
 	trailers    []string
 	scratch     []byte
@@ -32,7 +35,7 @@ type responseWriter struct {
 
 var errBodyTooLong = errors.New("h1: handler wrote more than the declared Content-Length")
 
-func (w *responseWriter) reset(req *http.Request, closing bool) {
+func (w *responseWriter) reset(req *http.Request, closing *atomic.Bool) {
 	w.req = req
 	w.header = make(http.Header, 8)
 	w.status = 0
@@ -40,19 +43,26 @@ func (w *responseWriter) reset(req *http.Request, closing bool) {
 	w.chunked = false
 	w.noBody = false
 	w.remaining = -1
-	w.closeAfter = closing || req.Close || req.ProtoMinor == 0
+	// req.Close is net/http's reading of Connection: close (HTTP/1.1), or of the absence of
+	// Connection: keep-alive (HTTP/1.0).
+	w.closing = closing
+	w.closeAfter = closing.Load() || req.Close
 	w.trailers = w.trailers[:0]
 }
 
 // Header returns the response header.
 func (w *responseWriter) Header() http.Header { return w.header }
 
-// WriteHeader records the status; informational statuses are sent at once.
+// WriteHeader records the status; informational statuses are sent at once (to HTTP/1.1
+// clients; dropped for HTTP/1.0 ones).
 func (w *responseWriter) WriteHeader(code int) {
 	if w.wroteHeader || w.hijacked {
 		return
 	}
 	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		if w.req.ProtoMinor == 0 {
+			return // HTTP/1.0 clients know no interim responses (RFC 9110 section 15.2)
+		}
 		w.writeStatusLine(code)
 		w.writeFields(w.header)
 		_, _ = w.bw.WriteString("\r\n")
@@ -106,6 +116,9 @@ func (w *responseWriter) commit() {
 		return
 	}
 	w.wroteHeader = true
+	if w.closing.Load() {
+		w.closeAfter = true
+	}
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
@@ -136,9 +149,12 @@ func (w *responseWriter) commit() {
 	default:
 		w.closeAfter = true
 	}
-	if w.closeAfter {
+	switch {
+	case w.closeAfter:
 		h.Set("Connection", "close")
-	} else {
+	case w.req.ProtoMinor == 0:
+		h.Set("Connection", "keep-alive")
+	default:
 		h.Del("Connection")
 	}
 	w.writeStatusLine(w.status)
@@ -205,6 +221,8 @@ func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, errors.New("h1: the response has started; hijack before writing")
 	}
 	w.hijacked = true
+	w.cr.abortPendingRead()
+	w.cr.setBodyTimeout(0)
 	return w.conn, bufio.NewReadWriter(w.br, w.bw), nil
 }
 
