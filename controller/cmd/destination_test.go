@@ -20,6 +20,8 @@ func TestDestinationOptionsValidate(t *testing.T) {
 		{"empty cluster domain", func(o *destinationOptions) { o.clusterDomain = "" }, "--cluster-domain"},
 		{"reload interval", func(o *destinationOptions) { o.reloadInterval = time.Millisecond }, "--reload-interval"},
 		{"log level", func(o *destinationOptions) { o.logLevel = "loud" }, "--log-level"},
+		{"policy retry", func(o *destinationOptions) { o.policyRetryInterval = time.Millisecond }, "--policy-retry-interval"},
+		{"dns server", func(o *destinationOptions) { o.dnsServers = []string{"10.96.0.10"} }, "--dns-server"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -56,7 +58,8 @@ func TestDestinationCommandFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, flag := range []string{"--addr", "--admin-addr", "--trust-domain", "--trust-anchors-file", "--issuer-dir",
-		"--control-plane-namespace", "--cluster-domain", "--kubeconfig", "--serving-name", ":8086", ":9996"} {
+		"--control-plane-namespace", "--cluster-domain", "--kubeconfig", "--serving-name", ":8086", ":9996",
+		"--policy", "--policy-retry-interval", "--policy-status", "--dns-server"} {
 		if !strings.Contains(out.String(), flag) {
 			t.Errorf("destination --help does not list %s", flag)
 		}

@@ -1,13 +1,26 @@
 // Package destination is the controller's destination service: proxies subscribe to an
-// authority (name.ns.svc.cluster.local:port, or a ClusterIP:port) and receive its endpoints as
-// a stream, the full set first, then additions and removals.
+// authority (name.ns.svc.cluster.local:port, a ClusterIP:port, or a pod IP:port) and receive
+// its endpoints as a stream, the full set first, then additions and removals; and to the
+// traffic policy of an authority (GetOutboundPolicy) or of their own pod (GetInboundPolicy).
 //
 // The service watches Services, EndpointSlices and Pods with shared informers (Informers).
 // An endpoint is sent when it is ready and not terminating; it carries a TLS identity (the
 // SPIFFE ID of the pod's ServiceAccount) only when the pod runs the injected proxy and belongs
 // to this control plane (label lightmesh.io/control-plane-ns), and a protocol hint: HTTP/2
-// between meshed proxies, opaque for the pod's opaque ports. ExternalName services are
-// reported as existing without endpoints (DNS resolution of the external name is future work).
+// between meshed proxies, opaque for the pod's opaque ports; and the pod's labels (for
+// DestinationRule subsets). A pod IP that is no ClusterIP is that pod (with its identity when
+// meshed, so direct pod traffic gets mTLS). An ExternalName service's name is resolved with
+// DNS (A and AAAA, the servers of /etc/resolv.conf unless configured) while someone
+// subscribes, again at the answer's TTL clamped to [5 s, 60 s]; its endpoints have the
+// authority's port and no identity, and a failed resolution keeps the last answer.
+//
+// Policy streams carry the JSON form of internal/policy's OutboundPolicy and InboundPolicy
+// (format "lightmesh.policy.v1+json"), computed from the model of a PolicySource
+// (controller/policy.Watcher): the mesh route table of the service and the DestinationRules
+// of every host it reaches; the pod's resolved PeerAuthentication, its AuthorizationPolicies
+// (root namespaces: the control plane's and istio-system) and its HTTP probes. A new message
+// is sent only when the policy changed. Only the pod's own ServiceAccount identity may read
+// its inbound policy (PERMISSION_DENIED otherwise).
 //
 // Each subscriber has its own goroutine and a one-slot "dirty" signal: informer events never
 // block on a subscriber; a slow subscriber computes the newest state when it is ready to send,

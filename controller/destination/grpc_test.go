@@ -49,10 +49,16 @@ func workloadCert(t *testing.T, issuer *meshid.Issuer, id meshid.SpiffeID) tls.C
 	return tls.Certificate{Certificate: [][]byte{leaf.Raw, issuer.Certificate.Raw}, PrivateKey: key, Leaf: leaf}
 }
 
-// TestGetOverMutualTLS serves the service on loopback with a serving certificate from the
-// identity issuer and checks that a proxy with a workload certificate gets a stream and a
-// client without one is refused.
-func TestGetOverMutualTLS(t *testing.T) {
+// tlsServer serves e's service on loopback with a serving certificate from a new identity
+// issuer; dial connects with the given client certificates.
+type tlsServer struct {
+	ctx    context.Context
+	issuer *meshid.Issuer
+	dial   func(certs []tls.Certificate) destinationv1.DestinationClient
+}
+
+func serveTLS(t *testing.T, e *env) *tlsServer {
+	t.Helper()
 	anchor, err := meshid.GenerateTrustAnchor(meshid.CAOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -77,8 +83,6 @@ func TestGetOverMutualTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, p1, p2, p3 := webObjects()
-	e := newEnv(t, svc, p1, p2, p3, slice("shop", "web", "web-x", map[string]int32{"http": 8080}, ep{ip: "10.1.0.1", pod: "web-1"}))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -88,12 +92,12 @@ func TestGetOverMutualTLS(t *testing.T) {
 	go func() {
 		served <- e.service.Serve(ctx, lis, RequireClientIdentity(certs.TLSConfig(), certs.TrustAnchors, "cluster.local", nil))
 	}()
-	defer func() {
+	t.Cleanup(func() {
 		cancel()
 		if err := <-served; err != nil {
 			t.Errorf("Serve: %v", err)
 		}
-	}()
+	})
 
 	roots := x509.NewCertPool()
 	roots.AddCert(anchor.Certificate)
@@ -107,6 +111,17 @@ func TestGetOverMutualTLS(t *testing.T) {
 		t.Cleanup(func() { _ = conn.Close() })
 		return destinationv1.NewDestinationClient(conn)
 	}
+	return &tlsServer{ctx: ctx, issuer: issuer, dial: dial}
+}
+
+// TestGetOverMutualTLS serves the service on loopback with a serving certificate from the
+// identity issuer and checks that a proxy with a workload certificate gets a stream and a
+// client without one is refused.
+func TestGetOverMutualTLS(t *testing.T) {
+	svc, p1, p2, p3 := webObjects()
+	e := newEnv(t, svc, p1, p2, p3, slice("shop", "web", "web-x", map[string]int32{"http": 8080}, ep{ip: "10.1.0.1", pod: "web-1"}))
+	srv := serveTLS(t, e)
+	ctx, issuer, dial := srv.ctx, srv.issuer, srv.dial
 	callCtx, callCancel := context.WithTimeout(ctx, waitFor)
 	defer callCancel()
 

@@ -31,13 +31,25 @@ type env struct {
 
 func newEnv(t *testing.T, objects ...runtime.Object) *env {
 	t.Helper()
+	return newEnvWith(t, Options{}, objects...)
+}
+
+// newEnvWith is newEnv with options; DNSServers default to a loopback server that answers
+// nothing (REFUSED), so no test asks the machine's resolvers.
+func newEnvWith(t *testing.T, opts Options, objects ...runtime.Object) *env {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	client := fake.NewClientset(objects...)
 	informers, err := NewInformers(client)
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := New(Options{Informers: informers, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if len(opts.DNSServers) == 0 {
+		opts.DNSServers = []string{newDNSServer(t).addr}
+	}
+	opts.Informers = informers
+	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	svc, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,8 +15,11 @@ import (
 	"k8s.io/client-go/tools/cache"
 )
 
-// clusterIPIndex indexes Services by their cluster IPs.
-const clusterIPIndex = "clusterIP"
+// clusterIPIndex indexes Services by their cluster IPs, podIPIndex Pods by their IPs.
+const (
+	clusterIPIndex = "clusterIP"
+	podIPIndex     = "podIP"
+)
 
 // Informers is the one wrapper of the shared informers the service reads: Services (indexed by
 // cluster IP), EndpointSlices and Pods. Create it with NewInformers, register handlers with
@@ -56,6 +59,25 @@ func NewInformers(client kubernetes.Interface) (*Informers, error) {
 		return ips, nil
 	}}); err != nil {
 		return nil, fmt.Errorf("index services by cluster IP: %w", err)
+	}
+	if err := i.pods.AddIndexers(cache.Indexers{podIPIndex: func(obj any) ([]string, error) {
+		p, ok := obj.(*corev1.Pod)
+		// Host-network pods share the node's IP: an IP names no single pod then.
+		if !ok || p.Spec.HostNetwork || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			return nil, nil
+		}
+		var ips []string
+		for _, ip := range p.Status.PodIPs {
+			if ip.IP != "" {
+				ips = append(ips, ip.IP)
+			}
+		}
+		if len(ips) == 0 && p.Status.PodIP != "" {
+			ips = append(ips, p.Status.PodIP)
+		}
+		return ips, nil
+	}}); err != nil {
+		return nil, fmt.Errorf("index pods by IP: %w", err)
 	}
 	return i, nil
 }
@@ -136,4 +158,14 @@ func (i *Informers) endpointSlices(namespace, service string) []*discoveryv1.End
 func (i *Informers) pod(namespace, name string) (*corev1.Pod, bool) {
 	p, err := i.podLister.Pods(namespace).Get(name)
 	return p, err == nil
+}
+
+// podByIP returns the one running pod with ip (none when several claim it).
+func (i *Informers) podByIP(ip string) (*corev1.Pod, bool) {
+	objs, err := i.pods.GetIndexer().ByIndex(podIPIndex, ip)
+	if err != nil || len(objs) != 1 {
+		return nil, false
+	}
+	p, ok := objs[0].(*corev1.Pod)
+	return p, ok
 }

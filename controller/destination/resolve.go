@@ -2,6 +2,7 @@ package destination
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -68,6 +69,9 @@ type state struct {
 	exists    bool
 	note      string
 	endpoints map[netip.AddrPort]*destinationv1.WeightedAddr
+	// externalName is the name an ExternalName service points to (resolved while
+	// subscribed), and namespace the service's.
+	externalName, namespace string
 }
 
 // resolver computes states from the informers' caches.
@@ -76,6 +80,7 @@ type resolver struct {
 	controlPlane  string
 	trustDomain   string
 	clusterDomain string
+	external      *externalNames
 }
 
 // snapshot computes the current state of a.
@@ -87,13 +92,15 @@ func (r *resolver) snapshot(a authority) state {
 	} else {
 		svc, ok = r.kube.service(a.namespace, a.name)
 	}
+	if !ok && a.ip != "" {
+		return r.podSnapshot(a)
+	}
 	if !ok {
 		return state{}
 	}
 	st := state{exists: true, endpoints: map[netip.AddrPort]*destinationv1.WeightedAddr{}}
 	if svc.Spec.Type == corev1.ServiceTypeExternalName {
-		st.note = fmt.Sprintf("ExternalName service (%s): resolving the external name is not supported yet", svc.Spec.ExternalName)
-		return st
+		return r.externalSnapshot(svc, a, st)
 	}
 	// The service port named by the authority; a headless service without ports serves
 	// the authority's port on its endpoints directly.
@@ -143,6 +150,56 @@ func (r *resolver) snapshot(a authority) state {
 	return st
 }
 
+// externalSnapshot is the state of an ExternalName service: the addresses its name resolves
+// to, at the authority's port, without identity.
+func (r *resolver) externalSnapshot(svc *corev1.Service, a authority, st state) state {
+	name := strings.TrimSuffix(strings.ToLower(svc.Spec.ExternalName), ".")
+	st.externalName, st.namespace = name, svc.Namespace
+	if name == "" || r.external == nil {
+		st.note = fmt.Sprintf("ExternalName service %s/%s has no external name", svc.Namespace, svc.Name)
+		return st
+	}
+	addrs, resolved, lastErr := r.external.current(name)
+	switch {
+	case !resolved && lastErr != "":
+		st.note = fmt.Sprintf("ExternalName service (%s): cannot resolve it: %s", name, lastErr)
+	case !resolved:
+		st.note = fmt.Sprintf("ExternalName service (%s): resolving", name)
+	case len(addrs) == 0:
+		st.note = fmt.Sprintf("ExternalName service (%s): the name has no A or AAAA record", name)
+	}
+	for _, ip := range addrs {
+		addr := netip.AddrPortFrom(ip, uint16(a.port))
+		st.endpoints[addr] = &destinationv1.WeightedAddr{
+			Addr:         &destinationv1.TcpAddress{Ip: ip.String(), Port: a.port},
+			Weight:       1,
+			MetricLabels: map[string]string{LabelNamespace: svc.Namespace, LabelService: svc.Name},
+		}
+	}
+	return st
+}
+
+// podSnapshot is the state of a pod-IP authority: the pod as the one endpoint, with its
+// identity and hints when this control plane meshes it (so direct pod traffic gets mTLS).
+func (r *resolver) podSnapshot(a authority) state {
+	pod, ok := r.kube.podByIP(a.ip)
+	if !ok {
+		return state{}
+	}
+	ip, err := netip.ParseAddr(a.ip)
+	if err != nil {
+		return state{}
+	}
+	addr := netip.AddrPortFrom(ip, uint16(a.port))
+	wa := &destinationv1.WeightedAddr{
+		Addr:         &destinationv1.TcpAddress{Ip: ip.String(), Port: a.port},
+		Weight:       1,
+		MetricLabels: map[string]string{LabelNamespace: pod.Namespace},
+	}
+	r.podEndpoint(wa, pod, addr, nil)
+	return state{exists: true, endpoints: map[netip.AddrPort]*destinationv1.WeightedAddr{addr: wa}}
+}
+
 // usable: ready (unknown counts as ready) and not terminating.
 func usable(ep discoveryv1.Endpoint) bool {
 	c := ep.Conditions
@@ -168,12 +225,22 @@ func (r *resolver) endpoint(svc *corev1.Service, ep discoveryv1.Endpoint, addr n
 	if !ok {
 		return wa
 	}
+	r.podEndpoint(wa, pod, addr, opaqueSvc)
+	return wa
+}
+
+// podEndpoint fills wa from the endpoint's pod: its labels, metric labels, and, when this
+// control plane meshes it, its identity and protocol hint.
+func (r *resolver) podEndpoint(wa *destinationv1.WeightedAddr, pod *corev1.Pod, addr netip.AddrPort, opaqueSvc []uint16) {
+	if len(pod.Labels) > 0 {
+		wa.Labels = maps.Clone(pod.Labels)
+	}
 	wa.MetricLabels[LabelPod] = pod.Name
 	if kind, name := ownerOf(pod); kind != "" {
 		wa.MetricLabels[LabelOwnerKind], wa.MetricLabels[LabelOwnerName] = kind, name
 	}
 	if !r.meshed(pod) {
-		return wa
+		return
 	}
 	sa := pod.Spec.ServiceAccountName
 	if sa == "" {
@@ -187,7 +254,6 @@ func (r *resolver) endpoint(svc *corev1.Service, ep discoveryv1.Endpoint, addr n
 	if slices.Contains(opaqueSvc, addr.Port()) || slices.Contains(opaquePorts(pod.Annotations), addr.Port()) {
 		wa.ProtocolHint = destinationv1.ProtocolHint_PROTOCOL_HINT_OPAQUE
 	}
-	return wa
 }
 
 // meshed: the pod runs the injected proxy and belongs to this control plane.

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
@@ -43,6 +44,15 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer receives the metrics; nil registers none.
 	Registerer prometheus.Registerer
+	// Policy is the translated policy model that GetOutboundPolicy and GetInboundPolicy
+	// stream (controller/policy.Watcher); nil streams the empty policy.
+	Policy PolicySource
+	// DNSServers (host:port) resolve ExternalName services; when empty, the servers of
+	// ResolvConf (DefaultResolvConf when empty).
+	DNSServers []string
+	ResolvConf string
+	// After waits (the ExternalName re-resolution); nil means time.After.
+	After func(time.Duration) <-chan time.Time
 }
 
 // Service implements destinationv1.DestinationServer. Create it with New.
@@ -60,9 +70,11 @@ type Service struct {
 	updates     *prometheus.CounterVec
 }
 
-// subscriber is one stream: namespace "" hears every change (ClusterIP authorities).
+// subscriber is one stream: namespace "" hears every change (ClusterIP authorities); a
+// policy subscriber also hears every policy change.
 type subscriber struct {
 	namespace string
+	policy    bool
 	dirty     chan struct{}
 }
 
@@ -82,6 +94,13 @@ func New(opts Options) (*Service, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.After == nil {
+		opts.After = time.After
+	}
+	servers, err := dnsServers(opts.DNSServers, opts.ResolvConf)
+	if err != nil {
+		opts.Logger.Warn("ExternalName services will have no endpoints", "error", err)
 	}
 	s := &Service{
 		opts: opts,
@@ -103,8 +122,15 @@ func New(opts Options) (*Service, error) {
 			}
 		}
 	}
+	s.resolver.external = &externalNames{
+		servers: servers, after: opts.After, notify: s.notify, log: opts.Logger,
+		ctx: context.Background(), names: map[string]*externalName{},
+	}
 	if err := opts.Informers.OnChange(s.notify); err != nil {
 		return nil, err
+	}
+	if opts.Policy != nil {
+		opts.Policy.OnChange(s.notifyPolicy)
 	}
 	return s, nil
 }
@@ -121,6 +147,34 @@ func (s *Service) notify(namespace string) {
 			default:
 			}
 		}
+	}
+}
+
+// notifyPolicy marks the policy subscribers dirty.
+func (s *Service) notifyPolicy() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for sub := range s.subs {
+		if sub.policy {
+			select {
+			case sub.dirty <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// register adds a subscriber; the returned func removes it.
+func (s *Service) register(sub *subscriber) func() {
+	s.mu.Lock()
+	s.subs[sub] = struct{}{}
+	s.mu.Unlock()
+	s.subscribers.Inc()
+	return func() {
+		s.mu.Lock()
+		delete(s.subs, sub)
+		s.mu.Unlock()
+		s.subscribers.Dec()
 	}
 }
 
@@ -149,20 +203,28 @@ func (s *Service) Subscribe(ctx context.Context, path string, send func(*destina
 		return nil
 	}
 	sub := &subscriber{namespace: a.namespace, dirty: make(chan struct{}, 1)}
-	s.mu.Lock()
-	s.subs[sub] = struct{}{}
-	s.mu.Unlock()
-	s.subscribers.Inc()
-	defer func() {
-		s.mu.Lock()
-		delete(s.subs, sub)
-		s.mu.Unlock()
-		s.subscribers.Dec()
-	}()
+	defer s.register(sub)()
 
+	// held is the external name resolved for this subscriber (ExternalName services).
+	var held, heldNS string
+	defer func() {
+		if held != "" {
+			s.resolver.external.release(held, heldNS)
+		}
+	}()
 	var last *state
 	for {
 		cur := s.resolver.snapshot(a)
+		if cur.externalName != held || cur.namespace != heldNS {
+			if held != "" {
+				s.resolver.external.release(held, heldNS)
+			}
+			held, heldNS = cur.externalName, cur.namespace
+			if held != "" {
+				s.resolver.external.acquire(held, heldNS)
+				cur = s.resolver.snapshot(a) // another subscriber may have an answer already
+			}
+		}
 		for _, u := range diff(last, &cur) {
 			if err := s.send(send, u); err != nil {
 				return err

@@ -25,6 +25,7 @@ import (
 	"github.com/lightmesh/lightmesh/proxy/meshtls"
 	"github.com/lightmesh/lightmesh/proxy/metrics"
 	"github.com/lightmesh/lightmesh/proxy/standalone"
+	"github.com/lightmesh/lightmesh/proxy/tracing"
 )
 
 // NewRootCmd returns the mesh-proxy command with its subcommands. Without a subcommand it
@@ -125,9 +126,23 @@ func Run(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 		HTTP: h1.Options{
 			MaxHeaderBytes: cfg.MaxHeaderBytes, MaxHeaderCount: cfg.MaxHeaderCount,
 			ReadHeaderTimeout: cfg.ReadHeaderTimeout, IdleTimeout: cfg.IdleTimeout,
+			BodyReadTimeout: cfg.BodyReadTimeout,
 		},
 		Logger:  log,
 		Metrics: registry,
+	}
+	if cfg.Tracing != nil {
+		tracer, err := tracing.New(*cfg.Tracing, log)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if err := tracer.Close(); err != nil {
+				log.Warn("flushing the last spans failed", "err", err)
+			}
+		}()
+		opts.Tracer = tracer
+		log.Info("tracing", "agent", cfg.Tracing.LocalAgentHostPort, "sampler", cfg.Tracing.SamplerType, "param", cfg.Tracing.SamplerParam, "service", cfg.Tracing.ServiceName)
 	}
 	var resolvers discovery.Chain
 	if cfg.Destinations != nil {
@@ -140,14 +155,19 @@ func Run(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 	if cfg.DestinationAddr != "" && src != nil {
 		client, err := destination.New(ctx, destination.Options{
 			Addr: cfg.DestinationAddr, ServerName: cfg.DestinationServerName, Source: src,
-			ContextToken: cfg.Identity.Namespace + "/" + cfg.PodName, Logger: log,
+			ContextToken: cfg.PodNamespace + "/" + cfg.PodName, Logger: log,
+			PodNamespace: cfg.PodNamespace, PodName: cfg.PodName,
 		})
 		if err != nil {
 			return fmt.Errorf("refusing to start: %w", err)
 		}
 		resolvers = append(resolvers, client)
 		opts.Balancer = &discovery.PeakEWMA{}
-		log.Info("resolving outbound traffic through the destination service", "addr", cfg.DestinationAddr)
+		opts.Policy = client
+		if cfg.PodNamespace == "" || cfg.PodName == "" {
+			log.Warn("MESH_PROXY_POD_NAMESPACE or MESH_PROXY_POD_NAME is not set: no inbound policy (PeerAuthentication, AuthorizationPolicy) is applied")
+		}
+		log.Info("resolving outbound traffic and policy through the destination service", "addr", cfg.DestinationAddr)
 	}
 	switch len(resolvers) {
 	case 0:

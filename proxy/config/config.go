@@ -22,6 +22,7 @@ import (
 	"github.com/lightmesh/lightmesh/proxy/h1"
 	proxyidentity "github.com/lightmesh/lightmesh/proxy/identity"
 	"github.com/lightmesh/lightmesh/proxy/meshtls"
+	"github.com/lightmesh/lightmesh/proxy/tracing"
 )
 
 // Prefix starts the name of every variable.
@@ -43,11 +44,14 @@ type Config struct {
 	PeerInboundPort                      uint16
 	MaxHeaderBytes, MaxHeaderCount       int
 	ReadHeaderTimeout, IdleTimeout       time.Duration
-	LogLevel                             slog.Level
-	LogFormat                            string
-	PodIP                                netip.Addr
-	Pprof                                bool
-	Destinations                         *discovery.Static
+	BodyReadTimeout                      time.Duration
+	// Tracing, when set, makes a span per request (TRACING_AGENT_ADDR set).
+	Tracing      *tracing.Config
+	LogLevel     slog.Level
+	LogFormat    string
+	PodIP        netip.Addr
+	Pprof        bool
+	Destinations *discovery.Static
 
 	// IdentityAddr is the controller's identity service; when set, the proxy gets its
 	// certificate from it (for Identity) instead of reading IdentityDir.
@@ -56,8 +60,9 @@ type Config struct {
 	TrustAnchors []*x509.Certificate
 	// Identity is the pod's SPIFFE ID, from TRUST_DOMAIN, POD_NAMESPACE and SERVICE_ACCOUNT.
 	Identity identity.SpiffeID
-	// PodName names the pod in logs.
-	PodName string
+	// PodName and PodNamespace name the pod: in logs, and, with DestinationAddr, the pod
+	// whose inbound policy (mTLS mode, authorization) the proxy streams.
+	PodName, PodNamespace string
 	// DestinationAddr is the controller's destination service; when set, the proxy resolves
 	// outbound traffic through it (after STATIC_DESTINATIONS), over mTLS with its own
 	// certificate, verifying DestinationServerName.
@@ -87,6 +92,7 @@ var Variables = []Variable{
 	{"MAX_HEADER_COUNT", strconv.Itoa(h1.DefaultMaxHeaderCount), "most request header fields (431 above)"},
 	{"READ_HEADER_TIMEOUT", h1.DefaultReadHeaderTimeout.String(), "time to read a request head"},
 	{"IDLE_TIMEOUT", h1.DefaultIdleTimeout.String(), "idle time before a client connection is closed"},
+	{"BODY_READ_TIMEOUT", h1.DefaultBodyReadTimeout.String(), "longest wait for more request body bytes from a client (408, or the request fails, after it)"},
 	{"LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"LOG_FORMAT", "json", "json, or plain (Linkerd's name; text is the same)"},
 	{"POD_IP", "", "the pod's IP: the admin server also answers requests with it as Host"},
@@ -95,12 +101,17 @@ var Variables = []Variable{
 	{"IDENTITY_SERVER_NAME", "", "DNS name the identity service's certificate must have (default: the host of IDENTITY_ADDR)"},
 	{"IDENTITY_TOKEN_FILE", proxyidentity.DefaultTokenFile, "the projected ServiceAccount token (audience identity.lightmesh.io) sent to the identity service"},
 	{"TRUST_ANCHORS", "", "the mesh's trust anchors, PEM; required with IDENTITY_ADDR"},
-	{"POD_NAMESPACE", "", "the pod's namespace (downward API); with SERVICE_ACCOUNT it names the proxy's identity; required with IDENTITY_ADDR"},
+	{"POD_NAMESPACE", "", "the pod's namespace (downward API); with SERVICE_ACCOUNT it names the proxy's identity; required with IDENTITY_ADDR; with POD_NAME and DESTINATION_ADDR, the pod whose inbound policy is streamed"},
 	{"SERVICE_ACCOUNT", "", "the pod's ServiceAccount (downward API); required with IDENTITY_ADDR"},
-	{"POD_NAME", "", "the pod's name (downward API), for logs"},
+	{"POD_NAME", "", "the pod's name (downward API), for logs; with POD_NAMESPACE and DESTINATION_ADDR, the proxy streams its inbound policy (PeerAuthentication, AuthorizationPolicy)"},
 	{"INGRESS_MODE", "false", "true runs the proxy as an ingress gateway; not built yet, so true refuses to start"},
-	{"DESTINATION_ADDR", "", "the controller's destination service (host:port); set: outbound traffic is resolved through it (mTLS with the proxy's certificate), unset: STATIC_DESTINATIONS or passthrough"},
+	{"DESTINATION_ADDR", "", "the controller's destination service (host:port); set: outbound traffic is resolved through it and routing and authorization policy come from it (mTLS with the proxy's certificate), unset: STATIC_DESTINATIONS or passthrough, and no policy"},
 	{"DESTINATION_SERVER_NAME", "", "DNS name the destination service's certificate must have (default: the host of DESTINATION_ADDR)"},
+	{"TRACING_AGENT_ADDR", "", "the Jaeger agent (host:6831, UDP); set: the proxy makes a span per request, propagating uber-trace-id, B3 and W3C traceparent"},
+	{"TRACING_SAMPLER_TYPE", tracing.SamplerConst, "Jaeger sampler: const, probabilistic or ratelimiting"},
+	{"TRACING_SAMPLER_PARAM", "1", "the sampler's param: 1 or 0 (const), a probability (probabilistic), traces per second (ratelimiting)"},
+	{"TRACING_LOG_SPANS", "false", "true logs every reported span"},
+	{"TRACING_SERVICE_NAME", "", "the spans' service name (mesh inject: the pod's app label); default: the ServiceAccount, then the pod name"},
 	{"STATIC_DESTINATIONS", "", "fixed discovery table: KEY=IP:PORT[@SPIFFE-ID][|...], comma-separated (KEY is ip:port or host:port); empty: passthrough"},
 }
 
@@ -132,6 +143,7 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 		MaxHeaderCount:         l.int("MAX_HEADER_COUNT", 1, 10000),
 		ReadHeaderTimeout:      l.duration("READ_HEADER_TIMEOUT"),
 		IdleTimeout:            l.duration("IDLE_TIMEOUT"),
+		BodyReadTimeout:        l.duration("BODY_READ_TIMEOUT"),
 		LogFormat:              l.oneOf("LOG_FORMAT", "json", "plain", "text"),
 		Pprof:                  l.bool("ADMIN_PPROF"),
 	}
@@ -166,6 +178,7 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 		l.fail("INGRESS_MODE", "true", "the ingress gateway mode is not built yet; leave it unset (lightmesh.io/inject: ingress is not supported yet)")
 	}
 	c.loadIdentity(&l)
+	c.loadTracing(&l)
 	if err := errors.Join(l.errs...); err != nil {
 		return nil, err
 	}
@@ -176,6 +189,7 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 // the trust anchors and the pod's identity, all required then) or the identity files.
 func (c *Config) loadIdentity(l *loader) {
 	c.PodName = l.string("POD_NAME")
+	c.PodNamespace = l.string("POD_NAMESPACE")
 	c.loadDestination(l)
 	c.IdentityAddr = l.string("IDENTITY_ADDR")
 	if c.IdentityAddr == "" || c.IdentityDisabled {
@@ -200,6 +214,41 @@ func (c *Config) loadIdentity(l *loader) {
 	if c.Identity, err = identity.NewSpiffeID(c.TrustDomain, ns, sa); err != nil {
 		l.fail("POD_NAMESPACE/SERVICE_ACCOUNT", ns+"/"+sa, "give the pod's namespace and ServiceAccount (downward API): "+err.Error())
 	}
+}
+
+// loadTracing reads the Jaeger settings: tracing is on when TRACING_AGENT_ADDR is set.
+func (c *Config) loadTracing(l *loader) {
+	agent := l.string("TRACING_AGENT_ADDR")
+	if agent == "" {
+		return
+	}
+	t := tracing.Config{
+		LocalAgentHostPort: agent,
+		SamplerType:        l.oneOf("TRACING_SAMPLER_TYPE", tracing.SamplerConst, tracing.SamplerProbabilistic, tracing.SamplerRateLimiting),
+		LogSpans:           l.bool("TRACING_LOG_SPANS"),
+		ServiceName:        l.string("TRACING_SERVICE_NAME"),
+	}
+	param := l.string("TRACING_SAMPLER_PARAM")
+	v, err := strconv.ParseFloat(param, 64)
+	if err != nil {
+		l.fail("TRACING_SAMPLER_PARAM", param, "write a number, such as 1, 0.1 or 5")
+	}
+	t.SamplerParam = v
+	if t.ServiceName == "" {
+		t.ServiceName = l.string("SERVICE_ACCOUNT")
+	}
+	if t.ServiceName == "" {
+		t.ServiceName = l.string("POD_NAME")
+	}
+	if t.ServiceName == "" {
+		t.ServiceName = "mesh-proxy"
+	}
+	if err == nil {
+		if verr := t.Validate(); verr != nil {
+			l.fail("TRACING_*", agent, verr.Error())
+		}
+	}
+	c.Tracing = &t
 }
 
 // loadDestination reads the destination service's address. The service needs the proxy's

@@ -74,3 +74,31 @@ func TestDestinationAddr(t *testing.T) {
 		t.Errorf("no port: got %v", err)
 	}
 }
+
+func TestTracingAndBodyTimeout(t *testing.T) {
+	c, err := Load(env(nil))
+	if err != nil || c.Tracing != nil || c.BodyReadTimeout != time.Minute {
+		t.Fatalf("defaults: tracing %+v, body timeout %v, %v", c.Tracing, c.BodyReadTimeout, err)
+	}
+	c, err = Load(env(map[string]string{
+		"TRACING_AGENT_ADDR": "jaeger-agent:6831", "TRACING_SAMPLER_TYPE": "probabilistic", "TRACING_SAMPLER_PARAM": "0.25",
+		"TRACING_LOG_SPANS": "true", "SERVICE_ACCOUNT": "order-service", "BODY_READ_TIMEOUT": "5s",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr := c.Tracing; tr == nil || tr.LocalAgentHostPort != "jaeger-agent:6831" || tr.SamplerType != "probabilistic" ||
+		tr.SamplerParam != 0.25 || !tr.LogSpans || tr.ServiceName != "order-service" || c.BodyReadTimeout != 5*time.Second {
+		t.Errorf("tracing %+v, body timeout %v", c.Tracing, c.BodyReadTimeout)
+	}
+	for name, vars := range map[string]map[string]string{
+		"MESH_PROXY_TRACING_SAMPLER_TYPE":  {"TRACING_AGENT_ADDR": "a:6831", "TRACING_SAMPLER_TYPE": "remote"},
+		"MESH_PROXY_TRACING_SAMPLER_PARAM": {"TRACING_AGENT_ADDR": "a:6831", "TRACING_SAMPLER_PARAM": "all"},
+		"probability from 0 to 1":          {"TRACING_AGENT_ADDR": "a:6831", "TRACING_SAMPLER_TYPE": "probabilistic", "TRACING_SAMPLER_PARAM": "2"},
+		"write host:port":                  {"TRACING_AGENT_ADDR": "jaeger-agent"},
+	} {
+		if _, err := Load(env(vars)); err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%v: error %v, want it to mention %s", vars, err, name)
+		}
+	}
+}

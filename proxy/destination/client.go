@@ -1,5 +1,6 @@
 // Package destination is the proxy's client of the controller's destination service: it
-// implements discovery.Resolver from Get streams.
+// implements discovery.Resolver from Get streams and discovery.PolicySource from
+// GetOutboundPolicy and GetInboundPolicy streams.
 //
 // The first Resolve of a key (an authority, or an original destination address) opens a
 // stream for it and waits, at most InitialTimeout after it opened, for the first answer
@@ -16,29 +17,44 @@
 // A service the controller does not know (NoEndpoints{exists: false}), or no answer yet, is
 // not found: the proxy forwards to the original destination (passthrough). A service that
 // exists without endpoints is found with no endpoints: the proxy answers 503 or closes.
+//
+// Outbound policy follows the same rules, per authority: the first Outbound call opens its
+// stream and waits for the first answer (at most InitialTimeout), idle streams are closed,
+// failed streams reopened with backoff, and the last policy is kept while the controller is
+// away. The inbound policy of the proxy's own pod (PodNamespace, PodName) has one stream,
+// opened by New and never closed while the client lives; until its first answer Inbound
+// returns nil (the defaults). Policy messages carry internal/policy's JSON form; a message
+// in another format is ignored (the last state is kept).
+//
 // The client never imports client-go: the proxy talks to the controller only.
 package destination
 
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 
 	destinationv1 "github.com/lightmesh/lightmesh/controller/api/destination/v1"
 	meshid "github.com/lightmesh/lightmesh/internal/identity"
+	"github.com/lightmesh/lightmesh/internal/policy"
 	"github.com/lightmesh/lightmesh/proxy/discovery"
 	"github.com/lightmesh/lightmesh/proxy/meshtls"
 )
@@ -83,7 +99,13 @@ type Options struct {
 	Jitter func() float64
 	// Logger receives the logs; nil means slog.Default().
 	Logger *slog.Logger
+	// PodNamespace and PodName name the proxy's pod: when both are set, New opens the
+	// stream of its inbound policy.
+	PodNamespace, PodName string
 }
+
+// PolicyFormat is the only policy message format the client reads.
+const PolicyFormat = "lightmesh.policy.v1+json"
 
 // Client resolves through the destination service. Create it with New.
 type Client struct {
@@ -95,16 +117,36 @@ type Client struct {
 
 	mu      sync.Mutex
 	watches map[string]*watch
+	// inbound is the stream of the pod's inbound policy; nil without PodNamespace/PodName.
+	inbound *watch
 }
 
-// view is one state of a key: exists=false is unknown (passthrough).
+// view is one state of a key: exists=false is unknown (passthrough). outbound and inbound
+// are the policies of the policy streams.
 type view struct {
-	exists bool
-	dst    *discovery.Destination
+	exists   bool
+	dst      *discovery.Destination
+	outbound *policy.OutboundPolicy
+	inbound  *policy.InboundPolicy
 }
+
+// watchKind is what a watch streams.
+type watchKind uint8
+
+const (
+	watchEndpoints watchKind = iota
+	watchOutbound
+	watchInbound
+)
+
+// outboundPrefix keys outbound policy watches apart from endpoint watches.
+const outboundPrefix = "policy "
 
 type watch struct {
-	key string
+	// key is the map key; target is what the stream asks for (the authority, or the pod as
+	// namespace/name).
+	key, target string
+	kind        watchKind
 	// deadline ends the wait for the first answer: later lookups without one pass through
 	// at once instead of each waiting.
 	deadline time.Time
@@ -184,8 +226,49 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 		c.conn, c.api = conn, destinationv1.NewDestinationClient(conn)
 		go func() { <-ctx.Done(); _ = conn.Close() }()
 	}
+	if opts.PodNamespace != "" && opts.PodName != "" {
+		w := &watch{key: "inbound", target: opts.PodNamespace + "/" + opts.PodName, kind: watchInbound, ready: make(chan struct{})}
+		w.ctx, w.cancel = context.WithCancel(ctx)
+		c.inbound = w
+		go c.run(w)
+	}
 	go c.evictLoop()
 	return c, nil
+}
+
+// Outbound returns the last policy received for authority; the first call opens its
+// stream and waits (at most InitialTimeout, or until ctx ends) for the first answer. nil
+// means no policy (or no answer yet).
+func (c *Client) Outbound(ctx context.Context, authority string) (*policy.OutboundPolicy, error) {
+	authority = strings.ToLower(authority)
+	if _, port, err := net.SplitHostPort(authority); err != nil || port == "" {
+		return nil, nil // the service would refuse it: no stream, no wait
+	}
+	if v := c.lookupKind(ctx, watchOutbound, outboundPrefix+authority, authority); v != nil {
+		return v.outbound, nil
+	}
+	return nil, nil
+}
+
+// Inbound returns the last inbound policy received for the proxy's pod; nil (the defaults)
+// before the first answer or without PodNamespace and PodName.
+func (c *Client) Inbound() *policy.InboundPolicy {
+	if c.inbound == nil {
+		return nil
+	}
+	if v := c.inbound.view.Load(); v != nil {
+		return v.inbound
+	}
+	return nil
+}
+
+// InboundReady is closed when the first inbound policy arrived (never without
+// PodNamespace and PodName).
+func (c *Client) InboundReady() <-chan struct{} {
+	if c.inbound == nil {
+		return nil
+	}
+	return c.inbound.ready
 }
 
 // Resolve looks up the authority (when given and known), then the original destination.
@@ -205,6 +288,11 @@ func (c *Client) Resolve(ctx context.Context, target discovery.Target) (*discove
 
 // lookup returns the view of key, starting its stream on first use; nil without an answer.
 func (c *Client) lookup(ctx context.Context, key string) *view {
+	return c.lookupKind(ctx, watchEndpoints, key, key)
+}
+
+// lookupKind is lookup for a watch of kind on target, kept under key.
+func (c *Client) lookupKind(ctx context.Context, kind watchKind, key, target string) *view {
 	c.mu.Lock()
 	w, ok := c.watches[key]
 	if !ok {
@@ -213,7 +301,7 @@ func (c *Client) lookup(ctx context.Context, key string) *view {
 			c.log.Warn("too many destinations watched: passing through", "key", key, "max", c.opts.MaxWatches)
 			return nil
 		}
-		w = &watch{key: key, ready: make(chan struct{}), deadline: c.opts.Clock.Now().Add(c.opts.InitialTimeout)}
+		w = &watch{key: key, target: target, kind: kind, ready: make(chan struct{}), deadline: c.opts.Clock.Now().Add(c.opts.InitialTimeout)}
 		w.ctx, w.cancel = context.WithCancel(c.ctx)
 		c.watches[key] = w
 		go c.run(w)
@@ -275,14 +363,27 @@ func (c *Client) run(w *watch) {
 			attempt = -1
 			continue
 		}
-		got, err := c.stream(w)
+		var got bool
+		var err error
+		switch w.kind {
+		case watchOutbound:
+			got, err = c.streamOutbound(w)
+		case watchInbound:
+			got, err = c.streamInbound(w)
+		default:
+			got, err = c.stream(w)
+		}
 		if w.ctx.Err() != nil {
 			return
 		}
 		if got {
 			attempt = 0
 		}
-		c.log.Info("destination stream ended; keeping the last known endpoints", "key", w.key, "error", err)
+		if status.Code(err) == codes.PermissionDenied {
+			c.log.Warn("the destination service refused the stream; keeping the last known state", "key", w.key, "error", err)
+		} else {
+			c.log.Info("destination stream ended; keeping the last known state", "key", w.key, "error", err)
+		}
 		select {
 		case <-w.ctx.Done():
 			return
@@ -347,6 +448,75 @@ func (c *Client) stream(w *watch) (got bool, err error) {
 	}
 }
 
+// streamOutbound runs one GetOutboundPolicy stream; got reports whether it received a
+// policy.
+func (c *Client) streamOutbound(w *watch) (got bool, err error) {
+	ctx, cancel := context.WithCancel(w.ctx)
+	defer cancel()
+	stream, err := c.api.GetOutboundPolicy(ctx, &destinationv1.GetDestination{Path: w.target, ContextToken: c.opts.ContextToken})
+	if err != nil {
+		return false, err
+	}
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			return got, streamEnded(err)
+		}
+		var p policy.OutboundPolicy
+		if !c.decode(w.key, m.GetFormat(), m.GetPolicy(), &p) {
+			continue
+		}
+		got = true
+		w.view.Store(&view{exists: true, outbound: &p})
+		w.once.Do(func() { close(w.ready) })
+	}
+}
+
+// streamInbound runs one GetInboundPolicy stream; got reports whether it received a policy.
+func (c *Client) streamInbound(w *watch) (got bool, err error) {
+	ctx, cancel := context.WithCancel(w.ctx)
+	defer cancel()
+	stream, err := c.api.GetInboundPolicy(ctx, &destinationv1.GetInboundPolicy{
+		Namespace: c.opts.PodNamespace, Pod: c.opts.PodName, ContextToken: c.opts.ContextToken,
+	})
+	if err != nil {
+		return false, err
+	}
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			return got, streamEnded(err)
+		}
+		var p policy.InboundPolicy
+		if !c.decode(w.key, m.GetFormat(), m.GetPolicy(), &p) {
+			continue
+		}
+		got = true
+		w.view.Store(&view{exists: true, inbound: &p})
+		w.once.Do(func() { close(w.ready) })
+	}
+}
+
+// decode reads a policy message into v; false (logged) for another format or bad JSON.
+func (c *Client) decode(key, format string, data []byte, v any) bool {
+	if format != PolicyFormat {
+		c.log.Warn("the destination service sent a policy in a format this proxy does not read; keeping the last policy (upgrade the proxy)", "key", key, "format", format)
+		return false
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		c.log.Warn("the destination service sent a policy this proxy cannot decode; keeping the last policy", "key", key, "error", err)
+		return false
+	}
+	return true
+}
+
+func streamEnded(err error) error {
+	if errors.Is(err, io.EOF) {
+		return errors.New("the server closed the stream")
+	}
+	return err
+}
+
 func newView(key string, exists bool, set map[netip.AddrPort]discovery.Endpoint) *view {
 	dst := &discovery.Destination{Name: key, Endpoints: make([]discovery.Endpoint, 0, len(set))}
 	for _, ep := range set {
@@ -371,6 +541,9 @@ func (c *Client) endpoint(key string, wa *destinationv1.WeightedAddr) (discovery
 		return discovery.Endpoint{}, false
 	}
 	ep := discovery.Endpoint{Addr: addr, Protocol: protocolHint(wa.GetProtocolHint())}
+	if labels := wa.GetLabels(); len(labels) > 0 {
+		ep.Labels = labels
+	}
 	if id := wa.GetTlsIdentity(); id != "" {
 		var err error
 		if ep.Identity, err = meshid.ParseSpiffeID(id); err != nil {
@@ -391,3 +564,5 @@ func protocolHint(h destinationv1.ProtocolHint) discovery.ProtocolHint {
 	}
 	return discovery.ProtocolUnknown
 }
+
+var _ discovery.PolicySource = (*Client)(nil)
