@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lightmesh/lightmesh/internal/policy"
+	"github.com/lightmesh/lightmesh/proxy/discovery"
 )
 
 // benchHTTP sends GETs with a 1 KiB POST body through the mesh and reports allocations per
@@ -90,3 +93,45 @@ type nopWriter struct{ h http.Header }
 func (w *nopWriter) Header() http.Header         { return w.h }
 func (w *nopWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (w *nopWriter) WriteHeader(int)             {}
+
+// BenchmarkHTTP1Routed is BenchmarkHTTP1Plaintext's request under an outbound policy: a
+// route table of three routes (the last matches) and a DestinationRule with a connection
+// pool and outlier detection, so the policy path's own cost shows.
+func BenchmarkHTTP1Routed(b *testing.B) {
+	pol := discovery.NewStaticPolicy()
+	m := newMesh(b, meshConfig{plaintext: true, tweakA: func(o *Options) { o.Policy = pol }})
+	app := startApp(b)
+	const svc = "bench.default.svc.cluster.local"
+	if err := m.table.Add(svc+":80", discovery.Endpoint{Addr: netipAddr(b, app.addr)}); err != nil {
+		b.Fatal(err)
+	}
+	dest := []policy.WeightedDestination{{Host: svc, Port: 80, Weight: 1}}
+	pol.SetOutbound(svc+":80", &policy.OutboundPolicy{
+		VirtualHost: &policy.VirtualHost{Hosts: []string{svc}, Gateways: []string{policy.MeshGateway}, Routes: []policy.Route{
+			{Match: policy.Match{Path: &policy.StringMatch{Kind: policy.MatchPrefix, Value: "/api"}}, Destinations: dest},
+			{Match: policy.Match{Headers: []policy.HeaderMatch{{Name: "X-Canary", Value: policy.StringMatch{Kind: policy.MatchPresent}}}}, Destinations: dest},
+			{Destinations: dest, Retries: &policy.RetryPolicy{Attempts: 2, RetryOn: []string{"connect-failure"}}},
+		}},
+		Destinations: []policy.Destination{{Host: svc, TrafficPolicy: policy.TrafficPolicy{
+			ConnectionPool:   &policy.ConnectionPool{MaxConnections: 100, HTTP1MaxPendingRequests: 100},
+			OutlierDetection: &policy.OutlierDetection{Consecutive5xxErrors: 5, Interval: policy.Duration(10 * time.Second), BaseEjectionTime: policy.Duration(30 * time.Second), MaxEjectionPercent: 10},
+		}}},
+	})
+	client := m.httpClient(false)
+	body := strings.Repeat("x", 1024)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		req, _ := http.NewRequest(http.MethodPost, "http://10.96.0.30:80/bench", strings.NewReader(body))
+		req.Host = svc
+		resp, err := client.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusOK {
+			b.Fatalf("status %d", resp.StatusCode)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+}

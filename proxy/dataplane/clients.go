@@ -38,9 +38,21 @@ type peerConns struct {
 
 type preDialedKey struct{}
 
+// connectTimeoutKey carries a destination's connect timeout (DestinationRule
+// connectionPool.tcp.connectTimeout) in a request's context to the dialers.
+type connectTimeoutKey struct{}
+
+// connectTimeout is the connect timeout of the request whose context ctx is.
+func (p *Proxy) connectTimeout(ctx context.Context) time.Duration {
+	if d, ok := ctx.Value(connectTimeoutKey{}).(time.Duration); ok && d > 0 {
+		return d
+	}
+	return p.opts.ConnectTimeout
+}
+
 func newClients(p *Proxy) *clients {
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		ctx, cancel := context.WithTimeout(ctx, p.opts.ConnectTimeout)
+		ctx, cancel := context.WithTimeout(ctx, p.connectTimeout(ctx))
 		defer cancel()
 		return p.opts.Dial(ctx, network, addr)
 	}
@@ -123,7 +135,13 @@ func (c *clients) meshConn(ctx context.Context, key peerKey) (*http.ClientConn, 
 	if found != nil {
 		return found, nil
 	}
-	conn, err := c.p.dialMesh(ctx, key.addr, key.id, meshtls.ALPNHTTP2)
+	dialCtx := ctx
+	if d, ok := ctx.Value(connectTimeoutKey{}).(time.Duration); ok && d > 0 {
+		var cancel context.CancelFunc
+		dialCtx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	conn, err := c.p.dialMesh(dialCtx, key.addr, key.id, meshtls.ALPNHTTP2)
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/lightmesh/lightmesh/internal/identity"
 	"github.com/lightmesh/lightmesh/proxy/discovery"
+	"github.com/lightmesh/lightmesh/proxy/h1"
 	"github.com/lightmesh/lightmesh/proxy/meshtls"
 	"github.com/lightmesh/lightmesh/proxy/metrics"
 )
@@ -32,6 +33,14 @@ const (
 	reasonDiscovery        = "discovery-unavailable"
 	reasonTooManyHeaders   = "too-many-headers"
 	reasonNoIdentity       = "no-identity"
+	reasonBadRequest       = "bad-request"
+	reasonClientTimeout    = "client-timeout"
+	reasonClientGone       = "client-gone"
+	// Outbound policy (route.go, trafficpolicy.go).
+	reasonNoRoute     = "no-route"
+	reasonOverflow    = "overflow"
+	reasonFaultAbort  = "fault-abort"
+	reasonInvalidPath = "invalid-path"
 )
 
 // sanitize removes hop-by-hop fields and the fields the mesh owns, sets the verified client
@@ -56,6 +65,12 @@ func (p *Proxy) sanitize(direction string) Middleware {
 				ex.WasHTTP1 = true
 			}
 			removeMeshHeaders(r.Header)
+			// Declared trailers come later; the mesh's and hop-by-hop names among them are
+			// dropped now, so they are never forwarded.
+			if len(r.Trailer) > 0 {
+				removeMeshHeaders(r.Trailer)
+				removeHopByHop(r.Trailer)
+			}
 			if direction == inbound && ex.Conn.meshed {
 				r.Header[ClientIDHeader] = []string{ex.Conn.clientID}
 			}
@@ -93,19 +108,27 @@ func (p *Proxy) resolve(next Handler) Handler {
 					p.fail(ex, http.StatusServiceUnavailable, reasonNoEndpoints, err)
 					return
 				}
-				ex.Target = ep.Addr
-				ex.Balanced = true
 				ex.Labels.Authority = dst.Name
-				if ep.Meshed() && p.opts.TLS != nil {
-					ex.Meshed = true
-					ex.ServerIdentity = ep.Identity
-					ex.ServerID = p.idString(ep.Identity)
-					ex.Labels.TLS, ex.Labels.ServerID = metrics.TLSTrue, ex.ServerID
-				}
+				p.useEndpoint(ex, ep)
 			}
 		}
 		next.ServeExchange(ex)
 	})
+}
+
+// useEndpoint makes ep the exchange's target.
+func (p *Proxy) useEndpoint(ex *Exchange, ep discovery.Endpoint) {
+	ex.Target = ep.Addr
+	ex.Balanced = true
+	if ep.Meshed() && p.opts.TLS != nil {
+		ex.Meshed = true
+		ex.ServerIdentity = ep.Identity
+		ex.ServerID = p.idString(ep.Identity)
+		ex.Labels.TLS, ex.Labels.ServerID = metrics.TLSTrue, ex.ServerID
+	} else {
+		ex.Meshed = false
+		ex.ServerIdentity, ex.ServerID = identity.SpiffeID{}, ""
+	}
 }
 
 // observe counts the request and its response.
@@ -113,16 +136,18 @@ func (p *Proxy) observe(next Handler) Handler {
 	return HandlerFunc(func(ex *Exchange) {
 		route := p.metrics.Route(ex.Labels)
 		route.Request()
-		start := time.Now()
-		defer func() {
-			status := ex.Status
-			if status == 0 {
-				status = http.StatusOK
-			}
-			route.Response(status, ex.Failure || status >= 500, time.Since(start))
-		}()
+		defer countResponse(route, ex, time.Now())
 		next.ServeExchange(ex)
 	})
+}
+
+// countResponse counts the response of ex, whose request was counted at start.
+func countResponse(route *metrics.Route, ex *Exchange, start time.Time) {
+	status := ex.Status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	route.Response(status, ex.Failure || status >= 500, time.Since(start))
 }
 
 // outboundForward sends a request to its target: over the mesh when it is meshed.
@@ -170,15 +195,23 @@ func (m meshRoundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 	return m.p.clients.meshRoundTrip(r, m.ex.Target, m.ex.ServerIdentity)
 }
 
-// roundTrip forwards ex.R with rt and streams the response back.
-func (p *Proxy) roundTrip(ex *Exchange, rt http.RoundTripper) {
-	r := ex.R
+// prepareUpstream makes r a client request to target.
+func prepareUpstream(r *http.Request, target netip.AddrPort) {
 	r.URL.Scheme = "http"
-	r.URL.Host = ex.Target.String()
+	r.URL.Host = target.String()
 	r.RequestURI = ""
+	// Connection management is hop by hop: a client's Connection: close (or HTTP/1.0) must
+	// not close the proxy's pooled upstream connection.
+	r.Close = false
 	if r.ContentLength == 0 && r.Body != nil && r.Body != http.NoBody && len(r.TransferEncoding) == 0 && r.ProtoMajor == 1 {
 		r.Body = http.NoBody
 	}
+}
+
+// roundTrip forwards ex.R with rt and streams the response back.
+func (p *Proxy) roundTrip(ex *Exchange, rt http.RoundTripper) {
+	r := ex.R
+	prepareUpstream(r, ex.Target)
 	var release discovery.Release
 	if ex.Balanced {
 		release = p.acquire(ex.Target)
@@ -266,6 +299,13 @@ func (p *Proxy) fail(ex *Exchange, status int, reason string, err error) {
 func classify(err error) (int, string) {
 	var netErr net.Error
 	switch {
+	// The client's fault, found while its body was forwarded: not the upstream's.
+	case errors.Is(err, h1.ErrMalformedBody):
+		return http.StatusBadRequest, reasonBadRequest
+	case errors.Is(err, h1.ErrBodyReadTimeout):
+		return http.StatusRequestTimeout, reasonClientTimeout
+	case errors.Is(err, h1.ErrBodyTruncated):
+		return http.StatusBadRequest, reasonClientGone
 	case errors.Is(err, identity.ErrIdentityMismatch):
 		return http.StatusBadGateway, reasonIdentityMismatch
 	case errors.Is(err, meshtls.ErrNoCertificate):

@@ -5,15 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"time"
 
 	"github.com/lightmesh/lightmesh/internal/origdst"
+	"github.com/lightmesh/lightmesh/internal/policy"
 	"github.com/lightmesh/lightmesh/proxy/discovery"
 	"github.com/lightmesh/lightmesh/proxy/h1"
 	"github.com/lightmesh/lightmesh/proxy/meshtls"
 	"github.com/lightmesh/lightmesh/proxy/metrics"
+	"github.com/lightmesh/lightmesh/proxy/tracing"
 )
 
 // Defaults of Options.
@@ -48,6 +51,8 @@ type Options struct {
 	TLS *meshtls.TLS
 	// Resolver answers discovery; nil means none (every connection is passthrough).
 	Resolver discovery.Resolver
+	// Tracer makes a span per HTTP request; nil means no tracing.
+	Tracer *tracing.Tracer
 	// Policy supplies routes, traffic policies and inbound authorization; nil means none.
 	Policy discovery.PolicySource
 	// Balancer picks endpoints (a PeakEWMA when nil). A discovery.LoadAware balancer is told
@@ -75,6 +80,14 @@ type Options struct {
 	Dial DialFunc
 	// Logger; slog.Default() when nil.
 	Logger *slog.Logger
+
+	// Test hooks of the outbound policy (nil: the real thing). clock times outlier
+	// ejections; random returns uniform numbers for weighted routing, fault injection and
+	// retry back-off; ticker returns a channel that ticks every d (outlier detection's
+	// interval) and a function that stops it.
+	clock  policy.Clock
+	random func() uint64
+	ticker func(d time.Duration) (<-chan time.Time, func())
 }
 
 func (o *Options) validate() error {
@@ -122,6 +135,15 @@ func (o *Options) validate() error {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.random == nil {
+		o.random = rand.Uint64
+	}
+	if o.ticker == nil {
+		o.ticker = func(d time.Duration) (<-chan time.Time, func()) {
+			t := time.NewTicker(d)
+			return t.C, t.Stop
+		}
 	}
 	o.HTTP = o.HTTP.WithDefaults()
 	o.HTTP.Logger = o.Logger

@@ -22,6 +22,11 @@
 // The application is reached at the original destination, the pod's address, never
 // localhost.
 //
+// With Options.Policy, outbound HTTP requests to a resolved service follow its outbound
+// policy (route.go: Istio VirtualService / Gateway API HTTPRoute routes, retries, timeouts,
+// faults) and the DestinationRules of their destination (trafficpolicy.go: connection pool
+// limits, outlier detection, load balancer, subsets).
+//
 // HTTP requests go through a chain of small handlers (Middleware) over an Exchange that
 // carries what each step learnt; Exchanges and buffers are pooled.
 package dataplane
@@ -57,6 +62,8 @@ type Proxy struct {
 	h2      *http.Server
 	h2conns *chanListener
 	clients *clients
+	// traffic are the destination clusters of the outbound policy.
+	traffic *clusters
 	// loadAware is the balancer when it learns from traffic; nil otherwise.
 	loadAware discovery.LoadAware
 
@@ -88,8 +95,14 @@ func New(opts Options) (*Proxy, error) {
 	p.h2 = p.newH2Server()
 	p.clients = newClients(p)
 	p.loadAware, _ = opts.Balancer.(discovery.LoadAware)
-	p.outboundChain = Chain(p.outboundForward(), p.sanitize(outbound), p.resolve, p.route, p.observe)
-	p.inboundChain = Chain(p.inboundForward(), p.sanitize(inbound), p.observe, p.authorize)
+	p.traffic = newClusters(p)
+	if opts.Policy != nil {
+		// route resolves, applies the outbound policy and observes (route.go).
+		p.outboundChain = Chain(p.outboundForward(), p.sanitize(outbound), p.trace(outbound), p.route)
+	} else {
+		p.outboundChain = Chain(p.outboundForward(), p.sanitize(outbound), p.trace(outbound), p.resolve, p.observe)
+	}
+	p.inboundChain = Chain(p.inboundForward(), p.sanitize(inbound), p.trace(inbound), p.observe, p.authorize)
 	return p, nil
 }
 
@@ -226,6 +239,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	if h2err := <-h2done; h2err != nil && err == nil && !errors.Is(h2err, context.Canceled) {
 		err = h2err
 	}
+	p.traffic.close()
 	p.clients.close()
 	p.serving.Wait()
 	return err

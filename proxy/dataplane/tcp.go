@@ -51,6 +51,15 @@ func (p *Proxy) outboundTCPTo(ctx context.Context, c *net.TCPConn, prefix []byte
 			c.Close()
 			return
 		}
+		// A DestinationRule's connectionPool.tcp.maxConnections caps this proxy's connections
+		// to the destination: one more is closed at once.
+		rel, ok := p.admitTCP(d)
+		if !ok {
+			p.log.Info("connection pool full; closing the connection", "dst", dst.String())
+			c.Close()
+			return
+		}
+		defer rel()
 		authority = d.Name
 	}
 	if authority == "" {

@@ -19,6 +19,9 @@ const (
 	DefaultDecay = 10 * time.Second
 	// DefaultRTT is the latency assumed of an endpoint never observed.
 	DefaultRTT = 30 * time.Millisecond
+	// DefaultIdleTimeout is how long the statistics of an endpoint nobody sends to are kept:
+	// after ten decay constants its average has decayed to nothing anyway.
+	DefaultIdleTimeout = 10 * DefaultDecay
 )
 
 // PeakEWMA is the power-of-two-choices balancer over peak-EWMA latency (Finagle's and
@@ -30,7 +33,13 @@ const (
 // Latencies come from the caller: Acquire before sending to an endpoint and end the
 // returned Release when the answer comes (its latency is measured with Clock). An endpoint
 // never tried costs nothing, so it is tried at once, one request at a time until it answers
-// (its average starts at DefaultRTT). It is safe for concurrent use.
+// (its average starts at DefaultRTT).
+//
+// The statistics of an endpoint that has not been acquired for IdleTimeout and has nothing in
+// flight are forgotten (Prune), so endpoints that left every destination do not stay in
+// memory: Acquire prunes when it meets a new endpoint, at most once per IdleTimeout, so the
+// table holds at most the endpoints used within the last two IdleTimeouts. It is safe for
+// concurrent use.
 type PeakEWMA struct {
 	// Decay is the averaging time constant; DefaultDecay when zero.
 	Decay time.Duration
@@ -40,18 +49,34 @@ type PeakEWMA struct {
 	Clock identity.Clock
 	// Rand returns a number in [0, n); nil means math/rand/v2.IntN.
 	Rand func(n int) int
+	// IdleTimeout is how long the statistics of an unused endpoint are kept;
+	// DefaultIdleTimeout when zero.
+	IdleTimeout time.Duration
 
-	mu    sync.RWMutex
-	stats map[netip.AddrPort]*ewmaStats
+	// leastRequest ignores latency: the load is the requests in flight (NewLeastRequest).
+	leastRequest bool
+
+	mu        sync.RWMutex
+	stats     map[netip.AddrPort]*ewmaStats
+	lastPrune time.Time
+}
+
+// NewLeastRequest returns Envoy's LEAST_REQUEST balancer: of two endpoints drawn at random,
+// the one with fewer requests in flight (counted with Acquire). rnd returns a number in
+// [0, n); nil means math/rand/v2.IntN.
+func NewLeastRequest(rnd func(n int) int) *PeakEWMA {
+	return &PeakEWMA{Rand: rnd, leastRequest: true}
 }
 
 var _ LoadAware = (*PeakEWMA)(nil)
 
 type ewmaStats struct {
 	pending atomic.Int64
-	mu      sync.Mutex
-	cost    float64 // nanoseconds
-	stamp   time.Time
+	// used is when the endpoint was last acquired (Unix nanoseconds).
+	used  atomic.Int64
+	mu    sync.Mutex
+	cost  float64 // nanoseconds
+	stamp time.Time
 }
 
 func (b *PeakEWMA) now() time.Time {
@@ -120,6 +145,9 @@ func (b *PeakEWMA) load(addr netip.AddrPort, now time.Time) float64 {
 		return 0
 	}
 	pending := float64(s.pending.Load() + 1)
+	if b.leastRequest {
+		return pending
+	}
 	s.mu.Lock()
 	cost := b.decayed(s, now)
 	s.mu.Unlock()
@@ -135,6 +163,13 @@ func (b *PeakEWMA) decayed(s *ewmaStats, now time.Time) float64 {
 	return s.cost * math.Exp(-float64(elapsed)/b.decay())
 }
 
+func (b *PeakEWMA) idleTimeout() time.Duration {
+	if b.IdleTimeout <= 0 {
+		return DefaultIdleTimeout
+	}
+	return b.IdleTimeout
+}
+
 func (b *PeakEWMA) statsOf(addr netip.AddrPort) *ewmaStats {
 	b.mu.RLock()
 	s := b.stats[addr]
@@ -142,16 +177,52 @@ func (b *PeakEWMA) statsOf(addr netip.AddrPort) *ewmaStats {
 	if s != nil {
 		return s
 	}
+	now := b.now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.stats == nil {
 		b.stats = map[netip.AddrPort]*ewmaStats{}
+		b.lastPrune = now
 	}
 	if s = b.stats[addr]; s == nil {
-		s = &ewmaStats{cost: b.defaultCost(), stamp: b.now()}
+		if now.Sub(b.lastPrune) >= b.idleTimeout() {
+			b.pruneLocked(now)
+		}
+		s = &ewmaStats{cost: b.defaultCost(), stamp: now}
+		s.used.Store(now.UnixNano())
 		b.stats[addr] = s
 	}
 	return s
+}
+
+// Prune forgets the statistics of every endpoint not acquired for IdleTimeout that has no
+// request in flight, and returns how many it forgot. Acquire calls it on its own (see
+// PeakEWMA); call it to free memory at a time of your choosing.
+func (b *PeakEWMA) Prune() int {
+	now := b.now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.pruneLocked(now)
+}
+
+func (b *PeakEWMA) pruneLocked(now time.Time) int {
+	b.lastPrune = now
+	idle := b.idleTimeout()
+	n := 0
+	for addr, s := range b.stats {
+		if s.pending.Load() == 0 && now.Sub(time.Unix(0, s.used.Load())) >= idle {
+			delete(b.stats, addr)
+			n++
+		}
+	}
+	return n
+}
+
+// Tracked returns how many endpoints the balancer keeps statistics of.
+func (b *PeakEWMA) Tracked() int {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return len(b.stats)
 }
 
 // Release ends one request counted by Acquire: call Done (or DoneAfter) exactly once. The
@@ -176,6 +247,9 @@ func (r Release) DoneAfter(rtt time.Duration, o Outcome) {
 		return
 	}
 	r.s.pending.Add(-1)
+	if r.b.leastRequest {
+		return
+	}
 	r.b.observe(r.s, rtt, o)
 }
 
@@ -183,7 +257,9 @@ func (r Release) DoneAfter(rtt time.Duration, o Outcome) {
 func (b *PeakEWMA) Acquire(addr netip.AddrPort) Release {
 	s := b.statsOf(addr)
 	s.pending.Add(1)
-	return Release{b: b, s: s, start: b.now()}
+	now := b.now()
+	s.used.Store(now.UnixNano())
+	return Release{b: b, s: s, start: now}
 }
 
 // InFlight returns the requests in flight to addr (acquired and not yet released).
