@@ -66,7 +66,8 @@ func TestRenderIsDeterministic(t *testing.T) {
 	if !bytes.Equal(a, b) {
 		t.Fatal("two renders of the same input differ")
 	}
-	for _, unwanted := range []string{"creationTimestamp", "status:", "spec: {}"} {
+	// (The CRDs' schemas and printer columns name status and creationTimestamp.)
+	for _, unwanted := range []string{"creationTimestamp: null", "\nstatus:", "spec: {}"} {
 		if bytes.Contains(a, []byte(unwanted)) {
 			t.Errorf("the output carries %q", unwanted)
 		}
@@ -103,6 +104,13 @@ func TestClusterRoleIsLeastPrivilege(t *testing.T) {
 		"security.istio.io/authorizationpolicies": read,
 		"gateway.networking.k8s.io/httproutes":    read,
 		"gateway.networking.k8s.io/gateways":      read,
+		// The policy watcher writes unsupported-field conditions, nothing else.
+		"networking.istio.io/gateways/status":            {"update", "patch"},
+		"networking.istio.io/virtualservices/status":     {"update", "patch"},
+		"networking.istio.io/destinationrules/status":    {"update", "patch"},
+		"security.istio.io/peerauthentications/status":   {"update", "patch"},
+		"security.istio.io/authorizationpolicies/status": {"update", "patch"},
+		"gateway.networking.k8s.io/httproutes/status":    {"update", "patch"},
 	}
 	if len(allowed) != len(want) {
 		t.Errorf("the role covers %d resources, want %d: %v", len(allowed), len(want), allowed)
@@ -209,5 +217,50 @@ func TestConfigRoundTrip(t *testing.T) {
 func TestLoadIdentityNeedsAllThree(t *testing.T) {
 	if _, err := LoadIdentity("testdata/identity/ca.crt", "", "", nil); err == nil {
 		t.Fatal("anchors without an issuer were accepted")
+	}
+}
+
+// A default installation stores no key a controller of the first release does not know;
+// changed ones are stored and read back.
+func TestStoredValuesStayReadableByEarlierControllers(t *testing.T) {
+	v := DefaultValues()
+	data, err := v.StoredYAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"highAvailability", "prometheus", "grafana", "jaeger"} {
+		if strings.Contains(string(data), key+":") {
+			t.Errorf("the stored values of a default installation carry %s", key)
+		}
+	}
+	back, err := ParseValues(data)
+	if err != nil || back != v {
+		t.Errorf("read back %+v, %v", back, err)
+	}
+	HAValues(&v)
+	v.Grafana.Enabled = true
+	if data, err = v.StoredYAML(); err != nil {
+		t.Fatal(err)
+	}
+	if back, err = ParseValues(data); err != nil || back != v {
+		t.Errorf("read back %+v, %v", back, err)
+	}
+}
+
+// The controller reads a newer installation's values, leaving out (and naming) what it
+// does not know; a known key of the wrong type is still an error.
+func TestParseStoredValuesIsLenient(t *testing.T) {
+	v, unknown, err := ParseStoredValues([]byte("proxy:\n  logLevel: debug\n  newKnob: 3\nfutureAddon:\n  enabled: true\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Proxy.LogLevel != "debug" || v.Namespace != "lightmesh" {
+		t.Errorf("values %+v", v.Proxy)
+	}
+	if !slices.Equal(unknown, []string{"futureAddon", "proxy.newKnob"}) {
+		t.Errorf("unknown %v", unknown)
+	}
+	if _, _, err := ParseStoredValues([]byte("controller: {replicas: many}\n")); err == nil {
+		t.Error("a known key of the wrong type was accepted")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -69,12 +70,25 @@ const (
 // webhook certificates, services, deployment, and last the webhook configuration (so the API
 // server calls the injector only once it can exist). The same input always renders the same objects.
 func Render(v Values, id Identity) ([]map[string]any, error) {
+	return RenderWith(v, id, RenderOptions{})
+}
+
+// RenderOptions change what Render renders.
+type RenderOptions struct {
+	// SkipCRDs names CRDs to leave out: the cluster has them and they are not ours (Istio,
+	// the upstream Gateway API).
+	SkipCRDs map[string]bool
+}
+
+// RenderWith is Render with options. The CRDs come first; no object in the output is a
+// custom resource, so one `kubectl apply` of it works on an empty cluster.
+func RenderWith(v Values, id Identity, opts RenderOptions) ([]map[string]any, error) {
 	v.Resolve()
 	v.Identity.TrustAnchorsPEM = string(id.TrustAnchorsPEM)
 	if err := v.Validate(); err != nil {
 		return nil, err
 	}
-	configYAML, err := v.YAML()
+	configYAML, err := v.StoredYAML()
 	if err != nil {
 		return nil, err
 	}
@@ -143,9 +157,17 @@ func Render(v Values, id Identity) ([]map[string]any, error) {
 		service(v, "webhook", "https", WebhookPort, WebhookTargetPort),
 		service(v, "stats", "http", StatsPort, StatsPort),
 		deployment(v),
-		mutatingWebhook(v, webhookTLS.CABundlePEM),
 	}
-	objects := make([]map[string]any, 0, len(typed))
+	if v.HighAvailability {
+		typed = append(typed, podDisruptionBudget(v))
+	}
+	extra, err := addons(v)
+	if err != nil {
+		return nil, err
+	}
+	typed = append(typed, extra...)
+	typed = append(typed, mutatingWebhook(v, webhookTLS.CABundlePEM))
+	objects := CRDObjects(opts.SkipCRDs)
 	for _, o := range typed {
 		m, err := toMap(o)
 		if err != nil {
@@ -224,6 +246,7 @@ func namespace(v Values) *corev1.Namespace {
 // Istio and Gateway API resources it translates.
 func clusterRole(v Values) *rbacv1.ClusterRole {
 	read := []string{"get", "list", "watch"}
+	writeStatus := []string{"update", "patch"}
 	return &rbacv1.ClusterRole{
 		TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"),
 		ObjectMeta: clusterObjectMeta(v, clusterRoleName(v.Namespace), "controller"),
@@ -236,6 +259,11 @@ func clusterRole(v Values) *rbacv1.ClusterRole {
 			{APIGroups: []string{"networking.istio.io"}, Resources: []string{"gateways", "virtualservices", "destinationrules"}, Verbs: read},
 			{APIGroups: []string{"security.istio.io"}, Resources: []string{"peerauthentications", "authorizationpolicies"}, Verbs: read},
 			{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"httproutes", "gateways"}, Verbs: read},
+			// The policy watcher reports unsupported fields in the resources' status, and
+			// may change nothing else of them.
+			{APIGroups: []string{"networking.istio.io"}, Resources: []string{"gateways/status", "virtualservices/status", "destinationrules/status"}, Verbs: writeStatus},
+			{APIGroups: []string{"security.istio.io"}, Resources: []string{"peerauthentications/status", "authorizationpolicies/status"}, Verbs: writeStatus},
+			{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"httproutes/status"}, Verbs: writeStatus},
 		},
 	}
 }
@@ -298,6 +326,7 @@ func deployment(v Values) *appsv1.Deployment {
 					Annotations: map[string]string{inject.AnnotationInject: inject.InjectDisabled},
 				},
 				Spec: corev1.PodSpec{
+					Affinity:           controllerAffinity(v),
 					ServiceAccountName: ControllerName,
 					SecurityContext: &corev1.PodSecurityContext{
 						RunAsNonRoot:   &yes,
@@ -342,6 +371,36 @@ func deployment(v Values) *appsv1.Deployment {
 					},
 				},
 			},
+		},
+	}
+}
+
+// controllerAffinity spreads the replicas of a highly available controller over nodes
+// (preferred, so a one-node cluster still runs them all).
+func controllerAffinity(v Values) *corev1.Affinity {
+	if !v.HighAvailability {
+		return nil
+	}
+	return &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
+		PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{
+			Weight: 100,
+			PodAffinityTerm: corev1.PodAffinityTerm{
+				LabelSelector: &metav1.LabelSelector{MatchLabels: selectorLabels()},
+				TopologyKey:   corev1.LabelHostname,
+			},
+		}},
+	}}
+}
+
+// podDisruptionBudget lets voluntary disruptions (drains) take one controller pod at a time.
+func podDisruptionBudget(v Values) *policyv1.PodDisruptionBudget {
+	one := intstr.FromInt32(1)
+	return &policyv1.PodDisruptionBudget{
+		TypeMeta:   typeMeta("policy/v1", "PodDisruptionBudget"),
+		ObjectMeta: objectMeta(v, ControllerName, "controller"),
+		Spec: policyv1.PodDisruptionBudgetSpec{
+			MaxUnavailable: &one,
+			Selector:       &metav1.LabelSelector{MatchLabels: selectorLabels()},
 		},
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
+	"strconv"
 	"strings"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -34,6 +36,66 @@ type Values struct {
 	ProxyInit  ProxyInitValues  `json:"proxyInit"`
 	Identity   IdentityValues   `json:"identity"`
 	Webhook    WebhookValues    `json:"webhook"`
+
+	// HighAvailability (--ha) spreads the controller's replicas over nodes (pod
+	// anti-affinity) and keeps one of them up through voluntary disruptions (a
+	// PodDisruptionBudget). --ha also sets controller.replicas 3 and webhook.failurePolicy Fail.
+	HighAvailability bool `json:"highAvailability"`
+
+	// Add-ons, off by default: Prometheus scraping the proxies, Grafana with a dashboard of
+	// the proxies' metrics, and Jaeger (all-in-one, agent on 6831/udp).
+	Prometheus AddonValues `json:"prometheus"`
+	Grafana    AddonValues `json:"grafana"`
+	Jaeger     AddonValues `json:"jaeger"`
+
+	// Tracing makes every proxy send a span per request to a Jaeger agent, with the seed's
+	// Jaeger client settings (jaeger-config: sampling.type/param, reporter.logSpans and
+	// localAgentHostPort). With the Jaeger add-on and no agent address, the add-on's agent.
+	Tracing TracingValues `json:"tracing"`
+}
+
+// TracingValues are the proxies' Jaeger client settings.
+type TracingValues struct {
+	Enabled  bool            `json:"enabled"`
+	Sampling TracingSampling `json:"sampling"`
+	Reporter TracingReporter `json:"reporter"`
+}
+
+// TracingSampling is Jaeger's sampler: type const, probabilistic or ratelimiting, and its
+// param.
+type TracingSampling struct {
+	Type  string  `json:"type"`
+	Param float64 `json:"param"`
+}
+
+// TracingReporter is where spans go: the agent's host:port (UDP 6831) and whether the
+// proxies log every span.
+type TracingReporter struct {
+	LogSpans           bool   `json:"logSpans"`
+	LocalAgentHostPort string `json:"localAgentHostPort"`
+}
+
+// AddonValues configure one optional add-on.
+type AddonValues struct {
+	Enabled   bool      `json:"enabled"`
+	Image     string    `json:"image"`
+	Resources Resources `json:"resources"`
+}
+
+// Default add-on images (the seed's linkerd-config names, pinned).
+const (
+	DefaultPrometheusImage = "prom/prometheus:v3.5.0"
+	DefaultGrafanaImage    = "grafana/grafana:12.1.1"
+	DefaultJaegerImage     = "jaegertracing/all-in-one:1.72.0"
+)
+
+// HAValues applies what --ha means to v: three controller replicas spread over nodes, a
+// PodDisruptionBudget, and a webhook that refuses pods while it cannot answer. -f files and
+// --set come after it, so they can change any of it.
+func HAValues(v *Values) {
+	v.HighAvailability = true
+	v.Controller.Replicas = 3
+	v.Webhook.FailurePolicy = string(admissionregistrationv1.Fail)
 }
 
 // WebhookValues configure the injector's MutatingWebhookConfiguration.
@@ -131,6 +193,19 @@ func DefaultValues() Values {
 		},
 		Identity: IdentityValues{TrustDomain: identity.DefaultTrustDomain},
 		Webhook:  WebhookValues{FailurePolicy: string(admissionregistrationv1.Ignore)},
+		Prometheus: AddonValues{Image: DefaultPrometheusImage, Resources: Resources{
+			Requests: ResourceList{CPU: "100m", Memory: "256Mi"},
+			Limits:   ResourceList{CPU: "1", Memory: "1Gi"},
+		}},
+		Grafana: AddonValues{Image: DefaultGrafanaImage, Resources: Resources{
+			Requests: ResourceList{CPU: "50m", Memory: "64Mi"},
+			Limits:   ResourceList{CPU: "500m", Memory: "256Mi"},
+		}},
+		Jaeger: AddonValues{Image: DefaultJaegerImage, Resources: Resources{
+			Requests: ResourceList{CPU: "100m", Memory: "128Mi"},
+			Limits:   ResourceList{CPU: "1", Memory: "1Gi"},
+		}},
+		Tracing: TracingValues{Sampling: TracingSampling{Type: "const", Param: 1}},
 	}
 }
 
@@ -185,6 +260,9 @@ func (v *Values) Validate() error {
 		{"proxy.skipSubnets", v.Proxy.SkipSubnets, subnets},
 		{"proxyInit.image", v.ProxyInit.Image, optional(inject.ValidateImage)},
 		{"identity.trustDomain", v.Identity.TrustDomain, trustDomain},
+		{"prometheus.image", v.Prometheus.Image, inject.ValidateImage},
+		{"grafana.image", v.Grafana.Image, inject.ValidateImage},
+		{"jaeger.image", v.Jaeger.Image, inject.ValidateImage},
 	}
 	for _, r := range []struct {
 		path string
@@ -193,6 +271,9 @@ func (v *Values) Validate() error {
 		{"controller.resources", v.Controller.Resources},
 		{"proxy.resources", v.Proxy.Resources},
 		{"proxyInit.resources", v.ProxyInit.Resources},
+		{"prometheus.resources", v.Prometheus.Resources},
+		{"grafana.resources", v.Grafana.Resources},
+		{"jaeger.resources", v.Jaeger.Resources},
 	} {
 		path, res := r.path, r.res
 		checks = append(checks,
@@ -288,6 +369,24 @@ func (v *Values) injectConfig() (inject.Config, error) {
 	cfg.ClusterDomain = v.ClusterDomain
 	cfg.TrustDomain = v.Identity.TrustDomain
 	cfg.TrustAnchorsPEM = v.Identity.TrustAnchorsPEM
+	if t := v.Tracing; t.Enabled {
+		agent := t.Reporter.LocalAgentHostPort
+		if agent == "" && v.Jaeger.Enabled {
+			agent = JaegerAgentAddress(*v)
+		}
+		if agent == "" {
+			return cfg, errors.New("tracing.reporter.localAgentHostPort: give the Jaeger agent's host:port (such as jaeger-agent.observability:6831), or enable the jaeger add-on")
+		}
+		cfg.Tracing = &inject.Tracing{
+			SamplerType:        t.Sampling.Type,
+			SamplerParam:       strconv.FormatFloat(t.Sampling.Param, 'g', -1, 64),
+			LocalAgentHostPort: agent,
+			LogSpans:           t.Reporter.LogSpans,
+		}
+		if err := cfg.Tracing.Validate(); err != nil {
+			return cfg, fmt.Errorf("tracing: %w", err)
+		}
+	}
 	return cfg, nil
 }
 
@@ -303,6 +402,58 @@ func ParseValues(data []byte) (Values, error) {
 		return Values{}, err
 	}
 	return v, nil
+}
+
+// ParseStoredValues reads the values of a lightmesh-config ConfigMap leniently, for the
+// controller: keys this version does not know (written by a newer `mesh install` or
+// `mesh upgrade` while this controller still runs, during an upgrade) are left out and
+// returned by their paths, so the caller can log them; known keys must have their types.
+func ParseStoredValues(data []byte) (Values, []string, error) {
+	v := DefaultValues()
+	if len(bytes.TrimSpace(data)) == 0 {
+		return v, nil, nil
+	}
+	var given any
+	if err := yaml.Unmarshal(data, &given); err != nil {
+		return Values{}, nil, errors.New(cleanYAMLError(err))
+	}
+	schema, err := toTree(DefaultValues())
+	if err != nil {
+		return Values{}, nil, err
+	}
+	var unknown []string
+	pruned := pruneUnknown(given, schema, "", &unknown)
+	raw, err := json.Marshal(pruned)
+	if err != nil {
+		return Values{}, nil, err
+	}
+	if err := yaml.UnmarshalStrict(raw, &v); err != nil {
+		return Values{}, nil, errors.New(cleanYAMLError(err))
+	}
+	sort.Strings(unknown)
+	return v, unknown, nil
+}
+
+// pruneUnknown returns given without the keys schema lacks, adding their paths to unknown.
+func pruneUnknown(given any, schema map[string]any, path string, unknown *[]string) any {
+	m, ok := given.(map[string]any)
+	if !ok {
+		return given
+	}
+	out := map[string]any{}
+	for key, value := range m {
+		full := strings.TrimPrefix(path+"."+key, ".")
+		want, known := schema[key]
+		if !known {
+			*unknown = append(*unknown, full)
+			continue
+		}
+		if sub, isGroup := want.(map[string]any); isGroup {
+			value = pruneUnknown(value, sub, full, unknown)
+		}
+		out[key] = value
+	}
+	return out
 }
 
 // MergeValues sets the keys present in data (a values file) on v; keys absent keep their
@@ -444,7 +595,35 @@ func cleanYAMLError(err error) string {
 	return msg
 }
 
-// YAML returns the values as YAML (keys sorted), as the lightmesh-config ConfigMap holds them.
+// YAML returns every value as YAML (keys sorted), as --show-values prints them.
 func (v *Values) YAML() ([]byte, error) {
 	return yaml.Marshal(v)
+}
+
+// StoredYAML returns the values as the lightmesh-config ConfigMap holds them: like YAML,
+// but without the values added after the first release (highAvailability, the add-ons, tracing)
+// while they have their defaults, so that controllers of earlier versions, which read the
+// ConfigMap strictly, still read it during an upgrade. ParseValues fills them back in.
+func (v *Values) StoredYAML() ([]byte, error) {
+	tree, err := toTree(*v)
+	if err != nil {
+		return nil, err
+	}
+	defaults := DefaultValues()
+	if !v.HighAvailability {
+		delete(tree, "highAvailability")
+	}
+	if v.Tracing == defaults.Tracing {
+		delete(tree, "tracing")
+	}
+	for key, pair := range map[string][2]AddonValues{
+		"prometheus": {v.Prometheus, defaults.Prometheus},
+		"grafana":    {v.Grafana, defaults.Grafana},
+		"jaeger":     {v.Jaeger, defaults.Jaeger},
+	} {
+		if pair[0] == pair[1] {
+			delete(tree, key)
+		}
+	}
+	return yaml.Marshal(tree)
 }

@@ -12,8 +12,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/lightmesh/lightmesh/install"
 	"github.com/lightmesh/lightmesh/internal/check"
@@ -36,8 +36,10 @@ type checkOptions struct {
 	output string
 	// clock is the time and the retry ticker; nil is the system clock.
 	clock check.Clock
-	// newClient makes the Kubernetes client; tests give a fake clientset.
-	newClient func() (kubernetes.Interface, error)
+	// newClient makes the Kubernetes client, newDynamicClient the one for CRDs and custom
+	// resources; tests give fake clientsets.
+	newClient        func() (kubernetes.Interface, error)
+	newDynamicClient func() (dynamic.Interface, error)
 	// version is the CLI's version, clientGoVersion the client-go module's.
 	version         string
 	clientGoVersion string
@@ -55,6 +57,13 @@ func newCheckOptions() *checkOptions {
 func newCheckCmd(kube *kubeOptions) *cobra.Command {
 	opts := newCheckOptions()
 	opts.newClient = func() (kubernetes.Interface, error) { return checkClientset(kube) }
+	opts.newDynamicClient = func() (dynamic.Interface, error) {
+		cfg, err := kube.restConfig()
+		if err != nil {
+			return nil, err
+		}
+		return dynamic.NewForConfig(cfg)
+	}
 	cmd := &cobra.Command{
 		Use:   "check",
 		Short: "Check that lightmesh is installed and working, or can be installed",
@@ -67,7 +76,11 @@ do not fail. A failing check that the rest depend on (the API cannot be reached,
 control-plane namespace does not exist) stops the run.
 
 Categories: kubernetes-api, kubernetes-version, then with --pre: pre-install; otherwise
-lightmesh-config, control-plane, identity and, with --proxy, data-plane.`,
+lightmesh-config, control-plane, identity, policy (the policy CRDs, the upstream Gateway API
+version, Istio installed beside lightmesh, resources whose status says they use fields
+lightmesh does not support) and, with --proxy, data-plane (proxies ready, their versions,
+their certificates chaining to the current trust anchors, read from each proxy's admin
+server through the API server's pod proxy).`,
 		Example: `  # before installing
   mesh check --pre
 
@@ -127,6 +140,7 @@ func runCheck(ctx context.Context, _ io.Reader, out, errOut io.Writer, opts *che
 		ClientGoVersion:       opts.clientGoVersion,
 		Clock:                 opts.clock,
 		NewClient:             opts.newClient,
+		NewDynamicClient:      opts.newDynamicClient,
 	})
 	categories, err := checker.Categories()
 	if err != nil {
@@ -162,14 +176,10 @@ func runCheck(ctx context.Context, _ io.Reader, out, errOut io.Writer, opts *che
 
 // checkClientset makes the full client-go clientset from the global kubeconfig flags.
 func checkClientset(k *kubeOptions) (kubernetes.Interface, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = k.kubeconfig
-	overrides := &clientcmd.ConfigOverrides{CurrentContext: k.context}
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides).ClientConfig()
+	cfg, err := k.restConfig()
 	if err != nil {
-		return nil, fmt.Errorf("load the kubeconfig: %w", err)
+		return nil, err
 	}
-	cfg.Timeout = kubeTimeout
 	return kubernetes.NewForConfig(cfg)
 }
 

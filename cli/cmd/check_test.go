@@ -11,7 +11,10 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
@@ -19,6 +22,7 @@ import (
 	"github.com/lightmesh/lightmesh/install"
 	"github.com/lightmesh/lightmesh/internal/check"
 	"github.com/lightmesh/lightmesh/internal/check/healthcheck/healthchecktest"
+	"github.com/lightmesh/lightmesh/internal/identity"
 	"github.com/lightmesh/lightmesh/internal/testutil/golden"
 	"github.com/lightmesh/lightmesh/internal/version"
 )
@@ -27,8 +31,10 @@ import (
 // version built with client-go v0.37.2.
 func checkWith(client kubernetes.Interface, args func(o *checkOptions)) *checkOptions {
 	opts := newCheckOptions()
+	dyn := healthchecktest.Dynamic(healthchecktest.InstalledCRDs()...)
 	opts.clock = check.NewFakeClock(healthchecktest.Now)
 	opts.newClient = func() (kubernetes.Interface, error) { return client, nil }
+	opts.newDynamicClient = func() (dynamic.Interface, error) { return dyn, nil }
 	opts.clientGoVersion = "v0.37.2"
 	if args != nil {
 		args(opts)
@@ -76,6 +82,10 @@ func TestCheckGolden(t *testing.T) {
 		{"check-broken.table", broken, proxy, true},
 		{"check-broken.short", broken, func(o *checkOptions) { proxy(o); o.output = check.OutputShort }, true},
 		{"check-broken.json", broken, func(o *checkOptions) { proxy(o); o.output = check.OutputJSON }, true},
+		{"check-policy.table", policyProblems, func(o *checkOptions) {
+			proxy(o)
+			o.newDynamicClient = func() (dynamic.Interface, error) { return policyDynamic(), nil }
+		}, true},
 		{"check-not-installed.table", func(t *testing.T) *fake.Clientset {
 			return healthchecktest.Cluster(t, healthchecktest.Options{})
 		}, nil, true},
@@ -97,6 +107,53 @@ func TestCheckGolden(t *testing.T) {
 	}
 }
 
+// policyProblems is a healthy installation beside Istio, with a meshed pod whose proxy has
+// a certificate from another trust anchor.
+func policyProblems(t *testing.T) *fake.Clientset {
+	client := healthchecktest.Cluster(t, healthchecktest.Options{Installed: true, AppNamespace: "shop"})
+	if err := client.Tracker().Add(&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "istiod", Namespace: "istio-system", Labels: map[string]string{"app": "istiod"}}}); err != nil {
+		t.Fatal(err)
+	}
+	stranger := healthchecktest.NewIssuer(t)
+	healthchecktest.ServeCertificates(client, func(ns, _ string) ([]byte, error) {
+		return healthchecktest.LeafPEM(t, stranger, ns, identity.NewFakeClock(healthchecktest.Now)), nil
+	})
+	return client
+}
+
+// policyDynamic has the upstream Gateway API's HTTPRoute CRD and resources whose status
+// says what lightmesh does not support.
+func policyDynamic() dynamic.Interface {
+	var objects []runtime.Object
+	for _, o := range healthchecktest.InstalledCRDs() {
+		u := o.(*unstructured.Unstructured)
+		if u.GetName() == "httproutes.gateway.networking.k8s.io" {
+			u.SetLabels(nil)
+			u.SetAnnotations(map[string]string{"gateway.networking.k8s.io/bundle-version": "v1.3.0", "gateway.networking.k8s.io/channel": "standard"})
+		}
+		objects = append(objects, u)
+	}
+	objects = append(objects,
+		healthchecktest.Resource("networking.istio.io/v1", "VirtualService", "shop", "reviews", map[string]any{
+			"conditions": []any{map[string]any{"type": "Reconciled", "status": "False", "reason": "UnsupportedFields", "message": "spec.http[0].mirror: mirroring is not supported by lightmesh"}},
+		}),
+		healthchecktest.Resource("networking.istio.io/v1", "VirtualService", "shop", "fine", map[string]any{
+			"conditions": []any{map[string]any{"type": "Reconciled", "status": "True"}},
+		}),
+		healthchecktest.Resource("gateway.networking.k8s.io/v1", "HTTPRoute", "shop", "web", map[string]any{
+			"parents": []any{
+				map[string]any{"controllerName": "lightmesh.io/mesh-controller", "conditions": []any{
+					map[string]any{"type": "Accepted", "status": "False", "reason": "UnsupportedValue", "message": "spec.rules[0].filters[0]: CORS is not supported by lightmesh"},
+				}},
+				map[string]any{"controllerName": "example.com/other", "conditions": []any{
+					map[string]any{"type": "Accepted", "status": "False", "message": "not ours to report"},
+				}},
+			},
+		}),
+	)
+	return healthchecktest.Dynamic(objects...)
+}
+
 func TestCheckJSONIsValid(t *testing.T) {
 	out, _, _ := runCheckOpts(t, checkWith(broken(t), func(o *checkOptions) { o.proxy, o.output = true, check.OutputJSON }))
 	var report struct {
@@ -109,8 +166,8 @@ func TestCheckJSONIsValid(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &report); err != nil {
 		t.Fatalf("%v:\n%s", err, out)
 	}
-	if report.Success || len(report.Categories) != 6 {
-		t.Errorf("success %v with %d categories, want failure in 6", report.Success, len(report.Categories))
+	if report.Success || len(report.Categories) != 7 {
+		t.Errorf("success %v with %d categories, want failure in 7", report.Success, len(report.Categories))
 	}
 }
 

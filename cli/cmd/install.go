@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -32,10 +33,14 @@ type installOptions struct {
 	trustAnchorsFile      string
 	issuerCertificateFile string
 	issuerKeyFile         string
+	// ha applies the high-availability values before -f and --set.
+	ha bool
+	// crds renders only the CustomResourceDefinitions.
+	crds bool
 	// clock is the time certificates are generated and checked at; nil is the system clock.
 	clock identity.Clock
-	// isInstalled checks the cluster for an installation; tests replace it.
-	isInstalled func(ctx context.Context, namespace string) (bool, error)
+	// cluster connects to the cluster; tests give fake clientsets.
+	cluster func() (*meshCluster, error)
 }
 
 func newInstallOptions() *installOptions {
@@ -44,17 +49,21 @@ func newInstallOptions() *installOptions {
 
 func newInstallCmd(kube *kubeOptions) *cobra.Command {
 	opts := newInstallOptions()
-	opts.isInstalled = kube.isInstalled
+	opts.cluster = kube.cluster
 	cmd := &cobra.Command{
 		Use:   "install",
 		Short: "Print the manifests of the lightmesh control plane",
 		Long: `Print the manifests of the lightmesh control plane, to pipe into kubectl apply.
 
-The control plane is a namespace (lightmesh), the controller's ServiceAccount, ClusterRole and
+The control plane is the CustomResourceDefinitions of the policy APIs lightmesh serves
+(Istio's VirtualService, DestinationRule, Gateway, PeerAuthentication and
+AuthorizationPolicy, Gateway API's HTTPRoute; --crds prints only them), a namespace
+(lightmesh), the controller's ServiceAccount, ClusterRole and
 ClusterRoleBinding, the lightmesh-config ConfigMap (the values below, read by mesh inject and
 the webhook), the trust anchors (ConfigMap lightmesh-identity-trust-roots) and the issuer
 (Secret lightmesh-identity-issuer), the Services identity, destination, webhook and stats,
-and the controller Deployment.
+and the controller Deployment; with --ha a PodDisruptionBudget too, and the add-ons
+enabled in the values (prometheus, grafana, jaeger).
 
 The trust anchor and issuer are generated unless all three of --identity-trust-anchors-file,
 --identity-issuer-certificate-file and --identity-issuer-key-file are given; with them, the
@@ -62,13 +71,17 @@ output is the same every time. Values come from the defaults (see --show-values)
 -f file, then each --set.
 
 Unless --ignore-cluster is given, mesh install first checks that lightmesh is not installed
-already.`,
+already (then run mesh upgrade), and leaves out the CRDs the cluster already has from
+someone else (Istio, the upstream Gateway API), saying so on stderr.`,
 		Example: `  mesh install | kubectl apply -f -
 
   # your own certificates, a registry mirror, and a chattier proxy
   mesh install --identity-trust-anchors-file ca.crt \
     --identity-issuer-certificate-file issuer.crt --identity-issuer-key-file issuer.key \
     --set imageRegistry=registry.example.com/lightmesh --set proxy.logLevel=debug
+
+  # highly available, with Prometheus and Grafana
+  mesh install --ha --set prometheus.enabled=true --set grafana.enabled=true
 
   # the values and their defaults
   mesh install --show-values`,
@@ -85,6 +98,8 @@ already.`,
 	flags.StringVarP(&opts.output, "output", "o", opts.output, "output format: yaml or json (a v1 List)")
 	flags.StringArrayVarP(&opts.valuesFiles, "values", "f", nil, "a values YAML file (repeatable; later files win)")
 	flags.StringArrayVar(&opts.set, "set", nil, "set a value, like proxy.logLevel=debug (repeatable; applied after -f)")
+	flags.BoolVar(&opts.ha, "ha", opts.ha, "high availability: 3 controller replicas spread over nodes, a PodDisruptionBudget, webhook failurePolicy Fail")
+	flags.BoolVar(&opts.crds, "crds", opts.crds, "print only the CustomResourceDefinitions")
 	flags.BoolVar(&opts.showValues, "show-values", opts.showValues, "print the values (defaults, -f, --set) as YAML instead of the manifests; empty images follow imageRegistry and the version")
 	flags.StringVar(&opts.trustAnchorsFile, "identity-trust-anchors-file", "", "PEM file of the trust anchors (root CAs)")
 	flags.StringVar(&opts.issuerCertificateFile, "identity-issuer-certificate-file", "", "PEM file of the issuer certificate, signed by a trust anchor")
@@ -113,7 +128,14 @@ func (o *installOptions) validate() error {
 // values are the defaults, then each -f file, then each --set; images left empty are
 // resolved from imageRegistry when rendering.
 func (o *installOptions) values() (install.Values, error) {
-	values := install.DefaultValues()
+	return o.valuesOver(install.DefaultValues())
+}
+
+// valuesOver applies --ha, then each -f file, then each --set to base.
+func (o *installOptions) valuesOver(values install.Values) (install.Values, error) {
+	if o.ha {
+		install.HAValues(&values)
+	}
 	for _, file := range o.valuesFiles {
 		data, err := readBounded(file, maxValuesFileBytes)
 		if err != nil {
@@ -150,7 +172,8 @@ func readBounded(file string, limit int64) ([]byte, error) {
 	return data, nil
 }
 
-// runInstall renders the control plane to out; errOut gets what was generated.
+// runInstall renders the control plane to out; errOut gets what was generated and left
+// out.
 func runInstall(ctx context.Context, _ io.Reader, out, errOut io.Writer, opts *installOptions) error {
 	values, err := opts.values()
 	if err != nil {
@@ -164,33 +187,66 @@ func runInstall(ctx context.Context, _ io.Reader, out, errOut io.Writer, opts *i
 		_, err = out.Write(data)
 		return err
 	}
+	var cluster *meshCluster
 	if !opts.ignoreCluster {
-		installed, err := opts.isInstalled(ctx, values.Namespace)
-		if err != nil {
-			return fmt.Errorf("check the cluster for an existing installation: %w; pass --ignore-cluster to render without checking", err)
+		if cluster, err = opts.cluster(); err != nil {
+			return fmt.Errorf("connect to the cluster: %w; pass --ignore-cluster to render without checking", err)
 		}
-		if installed {
-			return fmt.Errorf("lightmesh is already installed in namespace %q; upgrades are not built yet: uninstall it first, or pass --ignore-cluster to render anyway", values.Namespace)
+		if !opts.crds {
+			installed, err := cluster.isInstalled(ctx, values.Namespace)
+			if err != nil {
+				return fmt.Errorf("check the cluster for an existing installation: %w; pass --ignore-cluster to render without checking", err)
+			}
+			if installed {
+				return fmt.Errorf("lightmesh is already installed in namespace %q: run mesh upgrade to change it (or pass --ignore-cluster to render anyway)", values.Namespace)
+			}
 		}
 	}
 	var id install.Identity
-	if opts.trustAnchorsFile != "" {
-		id, err = install.LoadIdentity(opts.trustAnchorsFile, opts.issuerCertificateFile, opts.issuerKeyFile, opts.clock)
-	} else {
-		id, err = install.GenerateIdentity(values.Identity.TrustDomain, opts.clock)
-		if err == nil {
-			fmt.Fprintf(errOut, "generated a trust anchor and an issuer for trust domain %s; the trust anchor's key is not kept\n", values.Identity.TrustDomain)
+	if !opts.crds {
+		if opts.trustAnchorsFile != "" {
+			id, err = install.LoadIdentity(opts.trustAnchorsFile, opts.issuerCertificateFile, opts.issuerKeyFile, opts.clock)
+		} else {
+			id, err = install.GenerateIdentity(values.Identity.TrustDomain, opts.clock)
+			if err == nil {
+				fmt.Fprintf(errOut, "generated a trust anchor and an issuer for trust domain %s; the trust anchor's key is not kept\n", values.Identity.TrustDomain)
+			}
+		}
+		if err != nil {
+			return err
 		}
 	}
-	if err != nil {
-		return err
+	return render(ctx, out, errOut, cluster, values, id, opts.crds, opts.output)
+}
+
+// render writes the manifests of values and id (only the CRDs with crdsOnly) to out as
+// yaml or json. With a cluster, the CRDs it has from someone else are left out and Istio
+// running beside lightmesh is pointed out, on errOut.
+func render(ctx context.Context, out, errOut io.Writer, cluster *meshCluster, values install.Values, id install.Identity, crdsOnly bool, output string) error {
+	var renderOpts install.RenderOptions
+	if cluster != nil {
+		states, err := cluster.crds(ctx)
+		if err != nil {
+			return fmt.Errorf("%w; pass --ignore-cluster to render every CRD without checking", err)
+		}
+		renderOpts.SkipCRDs = foreignCRDs(states, func(format string, args ...any) { fmt.Fprintf(errOut, format, args...) })
+		istio, err := cluster.istioInstalled(ctx)
+		if err != nil {
+			return err
+		}
+		if len(istio) > 0 {
+			fmt.Fprintf(errOut, "Istio itself is installed (istiod in %s): its sidecars and lightmesh's must not run in the same pods; mesh check warns about it\n", strings.Join(istio, ", "))
+		}
 	}
-	objects, err := install.Render(values, id)
-	if err != nil {
+	var objects []map[string]any
+	var err error
+	if crdsOnly {
+		objects = install.CRDObjects(renderOpts.SkipCRDs)
+	} else if objects, err = install.RenderWith(values, id, renderOpts); err != nil {
 		return err
 	}
 	var data []byte
-	if opts.output == "json" {
+	if output == "json" {
 		data, err = install.WriteJSON(objects)
 	} else {
 		data, err = install.WriteYAML(objects)

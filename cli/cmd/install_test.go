@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
 
 	"github.com/lightmesh/lightmesh/install"
@@ -32,6 +34,9 @@ func TestInstallGolden(t *testing.T) {
 		"install-default.json": installArgs("-o", "json"),
 		"install-custom.yaml": installArgs("-f", "testdata/values.yaml",
 			"--set", "proxy.logLevel=debug", "--set", "controller.replicas=3", "--set", "proxy.skipOutboundPorts=5432"),
+		"install-ha.yaml":     installArgs("--ha"),
+		"install-addons.yaml": installArgs("--set", "prometheus.enabled=true", "--set", "grafana.enabled=true", "--set", "jaeger.enabled=true", "--set", "namespace=mesh-obs"),
+		"install-crds.yaml":   installArgs("--crds"),
 	}
 	for name, args := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -113,38 +118,82 @@ func TestInstallGeneratesIdentity(t *testing.T) {
 }
 
 func TestInstallChecksTheCluster(t *testing.T) {
-	cases := map[string]struct {
-		installed bool
-		err       error
-		want      string
-	}{
-		"already installed": {installed: true, want: "already installed"},
-		"cluster down":      {err: errors.New("connection refused"), want: "--ignore-cluster"},
+	t.Run("already installed", func(t *testing.T) {
+		c := fakeCluster(t, installedObjects(t, "mesh-a")...)
+		out, err := runInstallOn(t, c, "namespace=mesh-a")
+		if err == nil || !strings.Contains(err.Error(), "already installed") || !strings.Contains(err.Error(), "mesh upgrade") {
+			t.Fatalf("error %v, want it to say to run mesh upgrade", err)
+		}
+		if out != "" {
+			t.Error("wrote manifests after an error")
+		}
+	})
+	t.Run("cluster down", func(t *testing.T) {
+		opts := newInstallOptions()
+		opts.cluster = func() (*meshCluster, error) { return nil, errors.New("connection refused") }
+		err := runInstall(context.Background(), nil, &bytes.Buffer{}, &bytes.Buffer{}, opts)
+		if err == nil || !strings.Contains(err.Error(), "--ignore-cluster") {
+			t.Fatalf("error %v, want it to mention --ignore-cluster", err)
+		}
+	})
+	t.Run("another namespace is installed", func(t *testing.T) {
+		c := fakeCluster(t, installedObjects(t, "mesh-a")...)
+		if _, err := runInstallOn(t, c, "namespace=mesh-b"); err != nil {
+			t.Fatalf("install next to another installation: %v", err)
+		}
+	})
+}
+
+// Without --ignore-cluster, CRDs someone else installed are left out, ours are kept
+// (applying them again updates them), and Istio running is pointed out.
+func TestInstallLeavesForeignCRDsOut(t *testing.T) {
+	objects := []runtime.Object{
+		crdObject("httproutes.gateway.networking.k8s.io", map[string]string{"gateway.networking.k8s.io/bundle-version": "v1.3.0"}, nil),
+		crdObject("virtualservices.networking.istio.io", nil, map[string]string{install.CRDOwnedLabel: "lightmesh"}),
+		crdObject("gateways.networking.istio.io", nil, nil),
+		istiod(),
 	}
-	for name, c := range cases {
-		t.Run(name, func(t *testing.T) {
-			opts := newInstallOptions()
-			var asked string
-			opts.isInstalled = func(_ context.Context, ns string) (bool, error) { asked = ns; return c.installed, c.err }
-			opts.set = []string{"namespace=mesh-a"}
-			var out bytes.Buffer
-			err := runInstall(context.Background(), nil, &out, &bytes.Buffer{}, opts)
-			if err == nil || !strings.Contains(err.Error(), c.want) {
-				t.Fatalf("error %v, want %q", err, c.want)
+	c := fakeCluster(t, objects...)
+	for _, crdsOnly := range []bool{false, true} {
+		opts := newInstallOptions()
+		opts.cluster = func() (*meshCluster, error) { return c, nil }
+		opts.crds = crdsOnly
+		var out, errOut bytes.Buffer
+		if err := runInstall(context.Background(), nil, &out, &errOut, opts); err != nil {
+			t.Fatal(err)
+		}
+		got := renderedNames(t, out.String())
+		for name, want := range map[string]bool{
+			"CustomResourceDefinition/httproutes.gateway.networking.k8s.io":    false,
+			"CustomResourceDefinition/gateways.networking.istio.io":            false,
+			"CustomResourceDefinition/virtualservices.networking.istio.io":     true,
+			"CustomResourceDefinition/destinationrules.networking.istio.io":    true,
+			"CustomResourceDefinition/authorizationpolicies.security.istio.io": true,
+			"Namespace/lightmesh": !crdsOnly,
+		} {
+			if slices.Contains(got, name) != want {
+				t.Errorf("crds only %v: %s rendered %v, want %v", crdsOnly, name, !want, want)
 			}
-			if asked != "mesh-a" {
-				t.Errorf("checked namespace %q", asked)
+		}
+		if crdsOnly && len(got) != 4 {
+			t.Errorf("--crds rendered %v", got)
+		}
+		for _, say := range []string{"httproutes.gateway.networking.k8s.io exists and is not lightmesh's (the upstream Gateway API v1.3.0)", "gateways.networking.istio.io exists", "Istio itself is installed (istiod in istio-system)"} {
+			if !strings.Contains(errOut.String(), say) {
+				t.Errorf("stderr does not say %q:\n%s", say, errOut.String())
 			}
-			if out.Len() > 0 {
-				t.Error("wrote manifests after an error")
-			}
-		})
+		}
 	}
+}
+
+func runInstallOn(t *testing.T, c *meshCluster, set ...string) (string, error) {
+	t.Helper()
 	opts := newInstallOptions()
-	opts.isInstalled = func(context.Context, string) (bool, error) { return false, nil }
-	if err := runInstall(context.Background(), nil, &bytes.Buffer{}, &bytes.Buffer{}, opts); err != nil {
-		t.Fatalf("install on a cluster without lightmesh: %v", err)
-	}
+	opts.cluster = func() (*meshCluster, error) { return c, nil }
+	opts.set = set
+	var out bytes.Buffer
+	err := runInstall(context.Background(), nil, &out, &bytes.Buffer{}, opts)
+	return out.String(), err
 }
 
 func TestInstallValidate(t *testing.T) {

@@ -19,6 +19,8 @@ func NewRootCmd() *cobra.Command {
 	root.AddCommand(
 		cmdutil.NewVersionCmd("mesh"),
 		newInstallCmd(kube),
+		newUpgradeCmd(kube),
+		newUninstallCmd(kube),
 		newInjectCmd(kube),
 		newUninjectCmd(),
 		newCheckCmd(kube),

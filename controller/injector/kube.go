@@ -79,7 +79,9 @@ func ConfigFromData(data map[string]string) (inject.Config, error) {
 	if !ok {
 		return inject.Config{}, fmt.Errorf("ConfigMap %s has no %s key; reinstall lightmesh", install.ConfigMapName, install.ConfigKey)
 	}
-	values, err := install.ParseValues([]byte(text))
+	// Stored values are read leniently: keys a newer CLI wrote that this controller does not
+	// know are left out rather than making it refuse to inject during an upgrade.
+	values, _, err := install.ParseStoredValues([]byte(text))
 	if err != nil {
 		return inject.Config{}, fmt.Errorf("ConfigMap %s: %w", install.ConfigMapName, err)
 	}

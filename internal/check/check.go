@@ -68,12 +68,25 @@ func Warnf(format string, args ...any) error {
 	return &Warning{Err: fmt.Errorf(format, args...)}
 }
 
+// Info is a check error that passes: the check succeeded and has something to say (a
+// version found, say), shown after its description.
+type Info struct{ Detail string }
+
+func (i *Info) Error() string { return i.Detail }
+
+// Passf passes a check with a formatted detail.
+func Passf(format string, args ...any) error {
+	return &Info{Detail: fmt.Sprintf(format, args...)}
+}
+
 // Result is the outcome of one check as the renderers show it.
 type Result struct {
 	Category    string `json:"-"`
 	ID          string `json:"id"`
 	Description string `json:"description"`
 	Status      Status `json:"result"`
+	// Detail is what a passing check found (see Passf).
+	Detail string `json:"detail,omitempty"`
 	// Error is the failure or warning; empty on success.
 	Error string `json:"error,omitempty"`
 	// Hint and HintURL are set for warnings and failures.
@@ -191,6 +204,10 @@ func (r *Runner) runOne(ctx context.Context, clock Clock, interval time.Duration
 			return res, err
 		}
 		err := runWithTimeout(ctx, timeout, c.Run)
+		if info, ok := errors.AsType[*Info](err); ok {
+			res.Status, res.Detail = StatusSuccess, info.Detail
+			return res, nil
+		}
 		if err == nil {
 			res.Status = StatusSuccess
 			return res, nil

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -194,5 +195,23 @@ func TestSummaryLine(t *testing.T) {
 		if got := SummaryLine(tc.results); got != tc.want {
 			t.Errorf("got %q, want %q", got, tc.want)
 		}
+	}
+}
+
+func TestPassfPassesWithADetail(t *testing.T) {
+	results, err := (&Runner{}).Run(context.Background(), []Category{{ID: "a", Checks: []Check{
+		{ID: "v", Description: "the thing is installed", Hint: "install it", Run: func(context.Context) error { return Passf("version %s", "v1.3.0") }},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := results.Results[0]
+	if r.Status != StatusSuccess || r.Detail != "version v1.3.0" || r.Error != "" || r.Hint != "" {
+		t.Errorf("result %+v", r)
+	}
+	var buf strings.Builder
+	(&TableWriter{Out: &buf}).Write(r)
+	if !strings.Contains(buf.String(), "√ the thing is installed: version v1.3.0\n") {
+		t.Errorf("table line %q", buf.String())
 	}
 }

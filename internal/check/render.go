@@ -56,7 +56,11 @@ func (w *TableWriter) Write(r Result) {
 		fmt.Fprintf(w.Out, "%s\n%s\n", r.Category, strings.Repeat("-", len(r.Category)))
 		w.category = r.Category
 	}
-	fmt.Fprintf(w.Out, "%s %s\n", glyph(r.Status), r.Description)
+	if r.Detail != "" {
+		fmt.Fprintf(w.Out, "%s %s: %s\n", glyph(r.Status), r.Description, r.Detail)
+	} else {
+		fmt.Fprintf(w.Out, "%s %s\n", glyph(r.Status), r.Description)
+	}
 	if r.Status == StatusSuccess {
 		return
 	}

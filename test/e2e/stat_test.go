@@ -77,7 +77,7 @@ func TestStatsServiceReportsMeshedDeployment(t *testing.T) {
 		t.Fatalf("kubectl apply of mesh install's output: %v", err)
 	}
 	t.Cleanup(func() {
-		_, _ = c.runWithInput(t, 2*time.Minute, install, "delete", "--ignore-not-found", "--wait=false", "-f", "-")
+		_, _ = c.runWithInput(t, 2*time.Minute, withoutCRDs(install), "delete", "--ignore-not-found", "--wait=false", "-f", "-") // the CRDs are shared
 	})
 	if _, err := c.run(t, 3*time.Minute, "-n", controlPlane, "wait", "--for=condition=Available", "deployment", "--all", "--timeout=150s"); err != nil {
 		t.Fatalf("the control plane did not become available: %v\n%s", err, c.describe(t, controlPlane))

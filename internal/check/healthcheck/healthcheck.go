@@ -1,6 +1,6 @@
 // Package healthcheck holds the checks `mesh check` runs, in categories of the check library:
 // kubernetes-api, kubernetes-version, pre-install (--pre), lightmesh-config, control-plane,
-// identity and data-plane (--proxy). Every check talks to the cluster through a
+// identity, policy and data-plane (--proxy). Every check talks to the cluster through a
 // kubernetes.Interface, so tests use client-go's fake clientset, and tells the time with the
 // injected clock.
 package healthcheck
@@ -14,6 +14,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/lightmesh/lightmesh/install"
@@ -60,13 +61,17 @@ type Options struct {
 	Clock check.Clock
 	// NewClient makes the Kubernetes client; its error is the first check's failure.
 	NewClient func() (kubernetes.Interface, error)
+	// NewDynamicClient makes the client the policy checks read CRDs and custom resources
+	// with.
+	NewDynamicClient func() (dynamic.Interface, error)
 }
 
 // Checker builds the categories for one run; its checks share the client the first one
 // makes.
 type Checker struct {
-	opts   Options
-	client kubernetes.Interface
+	opts    Options
+	client  kubernetes.Interface
+	dynamic dynamic.Interface
 }
 
 // New returns a Checker for opts.
@@ -78,8 +83,8 @@ func New(opts Options) *Checker {
 }
 
 // Categories returns the categories to run: kubernetes-api and kubernetes-version, then
-// pre-install with Pre, or else lightmesh-config, control-plane, identity and, with Proxy,
-// data-plane.
+// pre-install with Pre, or else lightmesh-config, control-plane, identity, policy and, with
+// Proxy, data-plane.
 func (c *Checker) Categories() ([]check.Category, error) {
 	categories := []check.Category{c.kubernetesAPI(), c.kubernetesVersion()}
 	if c.opts.Pre {
@@ -93,7 +98,7 @@ func (c *Checker) Categories() ([]check.Category, error) {
 	if err != nil {
 		return nil, err
 	}
-	categories = append(categories, config, c.controlPlane(), c.identity())
+	categories = append(categories, config, c.controlPlane(), c.identity(), c.policy())
 	if c.opts.Proxy {
 		categories = append(categories, c.dataPlane())
 	}

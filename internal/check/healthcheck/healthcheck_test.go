@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
@@ -42,6 +43,10 @@ func run(t *testing.T, client kubernetes.Interface, opts healthcheck.Options, no
 	opts.Clock = check.NewFakeClock(now)
 	if opts.NewClient == nil {
 		opts.NewClient = func() (kubernetes.Interface, error) { return client, nil }
+	}
+	if opts.NewDynamicClient == nil {
+		dyn := healthchecktest.Dynamic(healthchecktest.InstalledCRDs()...)
+		opts.NewDynamicClient = func() (dynamic.Interface, error) { return dyn, nil }
 	}
 	categories, err := healthcheck.New(opts).Categories()
 	if err != nil {

@@ -5,7 +5,11 @@
 package healthchecktest
 
 import (
+	"bytes"
+	"context"
+	"crypto/x509"
 	"encoding/json"
+	"io"
 	"testing"
 	"time"
 
@@ -13,12 +17,14 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	apiversion "k8s.io/apimachinery/pkg/version"
 	fakediscovery "k8s.io/client-go/discovery/fake"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/lightmesh/lightmesh/install"
@@ -68,8 +74,11 @@ func Cluster(t testing.TB, opts Options) *fake.Clientset {
 			Spec:       coordinationv1.LeaseSpec{RenewTime: &metav1.MicroTime{Time: Now.Add(-5 * time.Second)}},
 		},
 	}
+	var issuer *identity.Issuer
 	if opts.Installed {
-		objects = append(objects, controlPlane(t, opts, clock)...)
+		var cp []runtime.Object
+		cp, issuer = controlPlane(t, opts, clock)
+		objects = append(objects, cp...)
 	}
 	if opts.AppNamespace != "" {
 		objects = append(objects,
@@ -79,7 +88,77 @@ func Cluster(t testing.TB, opts Options) *fake.Clientset {
 	client := fake.NewClientset(objects...)
 	client.Discovery().(*fakediscovery.FakeDiscovery).FakedServerVersion = &apiversion.Info{GitVersion: opts.ServerVersion}
 	Allow(client, nil)
+	// The proxies answer their certificate, issued by the installation's issuer; without
+	// an installation there is none to answer.
+	ServeCertificates(client, func(ns, pod string) ([]byte, error) {
+		if issuer == nil {
+			return nil, apierrors.NewNotFound(corev1.Resource("pods/proxy"), pod)
+		}
+		return LeafPEM(t, issuer, ns, clock), nil
+	})
 	return client
+}
+
+// ServeCertificates answers the proxies' certificate endpoint (pods/proxy GETs) with
+// answer(namespace, pod).
+func ServeCertificates(client *fake.Clientset, answer func(namespace, pod string) ([]byte, error)) {
+	client.PrependProxyReactor("pods", func(action k8stesting.Action) (bool, rest.ResponseWrapper, error) {
+		get := action.(k8stesting.ProxyGetAction)
+		data, err := answer(get.GetNamespace(), get.GetName())
+		return true, rawResponse{data: data, err: err}, nil
+	})
+}
+
+type rawResponse struct {
+	data []byte
+	err  error
+}
+
+func (r rawResponse) DoRaw(context.Context) ([]byte, error) { return r.data, r.err }
+func (r rawResponse) Stream(context.Context) (io.ReadCloser, error) {
+	return io.NopCloser(bytes.NewReader(r.data)), r.err
+}
+
+// LeafPEM is a workload certificate of namespace's default ServiceAccount from issuer, then
+// the issuer: what a proxy serves.
+func LeafPEM(t testing.TB, issuer *identity.Issuer, namespace string, clock identity.Clock) []byte {
+	t.Helper()
+	key, err := identity.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := identity.NewSpiffeID(identity.DefaultTrustDomain, namespace, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := identity.NewCSR(key, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := issuer.Sign(csr, id, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(identity.EncodeCertificatesPEM(leaf), issuer.CertificatePEM()...)
+}
+
+// NewIssuer is a trust anchor and issuer of their own, valid at Now.
+func NewIssuer(t testing.TB) *identity.Issuer {
+	t.Helper()
+	clock := identity.NewFakeClock(Now)
+	anchor, err := identity.GenerateTrustAnchor(identity.CAOptions{Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuer, err := identity.GenerateIssuer(anchor, identity.CAOptions{Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return issuer
 }
 
 // Allow answers SelfSubjectAccessReviews: allowed unless the resource is in denied.
@@ -99,7 +178,7 @@ func Allow(client *fake.Clientset, denied []string) {
 
 // controlPlane is what mesh install renders, with the controller available and one ready
 // controller pod.
-func controlPlane(t testing.TB, opts Options, clock identity.Clock) []runtime.Object {
+func controlPlane(t testing.TB, opts Options, clock identity.Clock) ([]runtime.Object, *identity.Issuer) {
 	t.Helper()
 	anchor, err := identity.GenerateTrustAnchor(identity.CAOptions{Lifetime: opts.AnchorLifetime, Clock: clock})
 	if err != nil {
@@ -125,6 +204,9 @@ func controlPlane(t testing.TB, opts Options, clock identity.Clock) []runtime.Ob
 	}
 	var objects []runtime.Object
 	for _, m := range rendered {
+		if m["kind"] == "CustomResourceDefinition" {
+			continue // the dynamic client's (see Dynamic)
+		}
 		data, err := json.Marshal(m)
 		if err != nil {
 			t.Fatal(err)
@@ -139,7 +221,7 @@ func controlPlane(t testing.TB, opts Options, clock identity.Clock) []runtime.Ob
 		}
 		objects = append(objects, obj)
 	}
-	return objects
+	return objects, issuer
 }
 
 func controllerPod(d *appsv1.Deployment) *corev1.Pod {
