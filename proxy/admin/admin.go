@@ -6,6 +6,8 @@ package admin
 
 import (
 	"context"
+	"crypto/tls"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,6 +34,13 @@ type Options struct {
 	Shutdown func()
 	// PodIP is accepted as Host besides localhost and loopback addresses (optional).
 	PodIP netip.Addr
+	// PodName is accepted as Host too: the Kubernetes API server's pod proxy
+	// (pods/NAME:4191/proxy/...) sends it (optional).
+	PodName string
+	// Certificate returns the proxy's current certificate chain for GET
+	// /identity/certificate (PEM, leaf first), so `mesh check --proxy` can verify it chains to
+	// the trust anchors; nil: 404.
+	Certificate func() (*tls.Certificate, error)
 	// Pprof serves /debug/pprof/.
 	Pprof bool
 	// Logger; slog.Default() when nil.
@@ -74,6 +83,21 @@ func New(opts Options) (*Server, error) {
 		fmt.Fprintln(w, "ready")
 	})
 	mux.Handle("GET /metrics", opts.Metrics)
+	mux.HandleFunc("GET /identity/certificate", func(w http.ResponseWriter, _ *http.Request) {
+		if opts.Certificate == nil {
+			http.Error(w, "this proxy has no mesh identity", http.StatusNotFound)
+			return
+		}
+		cert, err := opts.Certificate()
+		if err != nil || cert == nil || len(cert.Certificate) == 0 {
+			http.Error(w, "no certificate yet", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/x-pem-file")
+		for _, der := range cert.Certificate {
+			_ = pem.Encode(w, &pem.Block{Type: "CERTIFICATE", Bytes: der})
+		}
+	})
 	mux.HandleFunc("POST /shutdown", func(w http.ResponseWriter, r *http.Request) {
 		if !fromLoopback(r.RemoteAddr) {
 			http.Error(w, "shutdown is only accepted from localhost", http.StatusForbidden)
@@ -118,7 +142,7 @@ func (s *Server) allowedHost(host string) bool {
 		host = h
 	}
 	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	if strings.EqualFold(host, "localhost") {
+	if strings.EqualFold(host, "localhost") || (s.opts.PodName != "" && host == s.opts.PodName) {
 		return true
 	}
 	addr, err := netip.ParseAddr(host)

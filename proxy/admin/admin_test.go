@@ -1,6 +1,9 @@
 package admin
 
 import (
+	"crypto/tls"
+	"encoding/pem"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -70,5 +73,55 @@ func TestAdmin(t *testing.T) {
 	withPprof.Handler().ServeHTTP(rec, req)
 	if rec.Code != 200 {
 		t.Errorf("pprof: %d", rec.Code)
+	}
+}
+
+func TestIdentityCertificate(t *testing.T) {
+	leaf, inter := []byte("leaf-der"), []byte("intermediate-der")
+	var cert atomic.Pointer[tls.Certificate]
+	s, err := New(Options{
+		Ready: func() bool { return true }, Metrics: http.NotFoundHandler(), Shutdown: func() {},
+		PodName: "web-7d9f8b6c5-abcde",
+		Certificate: func() (*tls.Certificate, error) {
+			if c := cert.Load(); c != nil {
+				return c, nil
+			}
+			return nil, errors.New("no certificate")
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(host string) (int, string) {
+		req := httptest.NewRequest(http.MethodGet, "/identity/certificate", nil)
+		req.Host = host
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, req)
+		return rec.Code, rec.Body.String()
+	}
+	if code, _ := get("localhost"); code != http.StatusServiceUnavailable {
+		t.Errorf("before a certificate: %d, want 503", code)
+	}
+	cert.Store(&tls.Certificate{Certificate: [][]byte{leaf, inter}})
+	// The API server's pod proxy sends the pod's name as Host.
+	code, body := get("web-7d9f8b6c5-abcde:4191")
+	if code != http.StatusOK {
+		t.Fatalf("through the pod proxy: %d %q", code, body)
+	}
+	first, rest := pem.Decode([]byte(body))
+	second, _ := pem.Decode(rest)
+	if first == nil || second == nil || string(first.Bytes) != string(leaf) || string(second.Bytes) != string(inter) {
+		t.Errorf("the chain is not the leaf then the intermediate: %q", body)
+	}
+	if code, _ := get("other-pod:4191"); code != http.StatusForbidden {
+		t.Errorf("another pod's name as Host: %d, want 403", code)
+	}
+	noID, _ := New(Options{Ready: func() bool { return true }, Metrics: http.NotFoundHandler(), Shutdown: func() {}})
+	req := httptest.NewRequest(http.MethodGet, "/identity/certificate", nil)
+	req.Host = "localhost"
+	rec := httptest.NewRecorder()
+	noID.Handler().ServeHTTP(rec, req)
+	if rec.Code != http.StatusNotFound {
+		t.Errorf("without identity: %d, want 404", rec.Code)
 	}
 }

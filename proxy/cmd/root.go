@@ -180,17 +180,22 @@ func Run(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 	if err != nil {
 		return err
 	}
-	adminSrv, err := admin.New(admin.Options{
+	adminOpts := admin.Options{
 		Addr:     cfg.AdminAddr,
 		Metrics:  proxy.Metrics().Handler(),
 		Shutdown: cancel,
 		PodIP:    cfg.PodIP,
+		PodName:  cfg.PodName,
 		Pprof:    cfg.Pprof,
 		Logger:   log,
 		Ready: func() bool {
 			return proxy.Listening() && (tlsConf == nil || tlsConf.Ready())
 		},
-	})
+	}
+	if tlsConf != nil {
+		adminOpts.Certificate = tlsConf.Certificate
+	}
+	adminSrv, err := admin.New(adminOpts)
 	if err != nil {
 		return err
 	}

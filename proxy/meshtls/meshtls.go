@@ -144,6 +144,9 @@ func New(opts Options) (*TLS, error) {
 // Ready reports whether the source has a certificate.
 func (t *TLS) Ready() bool { return t.opts.Source.Ready() }
 
+// Certificate returns the proxy's current certificate and chain, or ErrNoCertificate.
+func (t *TLS) Certificate() (*tls.Certificate, error) { return t.certificate() }
+
 func (t *TLS) certificate() (*tls.Certificate, error) {
 	cert := t.opts.Source.Certificate()
 	if cert == nil {
