@@ -67,7 +67,22 @@ e2e: ## End-to-end tests on the local cluster (started if needed, stopped again 
 	hack/test-e2e.sh
 
 .PHONY: test
-test: lint gen-check unit integration e2e ## Everything: lint, generated code, unit, integration, end-to-end
+test: lint gen-check unit fuzz integration e2e ## Everything: lint, generated code, unit, short fuzzing, integration, end-to-end
+
+# Go fuzz targets (package:Target), each fuzzed for FUZZTIME by `make fuzz`; their corpora are
+# in the packages' testdata/fuzz.
+FUZZ_TARGETS := ./proxy/h1:FuzzReadRequest ./proxy/detect:FuzzDetect ./internal/policy:FuzzNormalizePath \
+	./internal/policy:FuzzAuthorize ./internal/policy/translate:FuzzTranslateYAML ./proxy/envoy:FuzzParse \
+	./internal/inject:FuzzInject ./controller/injector:FuzzInjectReview ./controller/identity:FuzzCertify
+FUZZTIME ?= 5s
+
+.PHONY: fuzz
+fuzz: ## A short run of every fuzz target (FUZZTIME each, 5s by default)
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t#*:}; \
+		echo "fuzzing $$name in $$pkg for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	done
 
 .PHONY: lint
 lint: $(GOLANGCI_LINT) ## golangci-lint (pinned, installed from the Go module proxy)
@@ -134,9 +149,25 @@ cluster-down: ## Stop the local cluster and remove its state
 cluster-status: ## Show the local cluster's components
 	hack/cluster.sh status
 
+# Flags of the side-by-side data-plane benchmark (`go run ./bench -h`), e.g. BENCH_ARGS='-reps 5 -raw raw.json'.
+BENCH_ARGS ?=
+
 .PHONY: bench
-bench: ## Go benchmarks of the hot paths
+bench: ## Go benchmarks of the hot paths, then the side-by-side data-plane benchmark (root; about 7 min; BENCH_ARGS)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+	@if [ "$$(id -u)" -ne 0 ]; then \
+		echo "!!! SKIPPED: the side-by-side benchmark needs root (network namespaces, iptables): sudo make bench"; \
+	else \
+		hack/ensure-packages.sh haproxy nginx $(TEST_PACKAGES) && $(GO) run ./bench $(BENCH_ARGS); \
+	fi
+
+.PHONY: bench-smoke
+bench-smoke: ## The side-by-side benchmark in a few seconds: every candidate carries traffic, the tables are produced (root)
+	@if [ "$$(id -u)" -ne 0 ]; then \
+		echo "!!! SKIPPED: the side-by-side benchmark needs root (network namespaces, iptables): sudo make bench-smoke"; \
+	else \
+		hack/ensure-packages.sh haproxy nginx $(TEST_PACKAGES) && $(GO) run ./bench -smoke $(BENCH_ARGS); \
+	fi
 
 .PHONY: demo
 demo: ## The seed's microservices, meshed: starts the local cluster if none answers, installs, injects, drives traffic, shows mesh check and mesh stat
