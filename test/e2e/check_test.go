@@ -103,7 +103,8 @@ func TestCheck(t *testing.T) {
 	}
 	out = runMesh(t, mesh, append(kube, "check", "--control-plane-namespace", controlPlane, "--proxy", "-n", app, "--wait", "60s")...)
 	requireAllPassed(t, out)
-	if !strings.Contains(out, "√ the meshed pods are ready") || !strings.Contains(out, "√ the meshed pods' proxies are the CLI's version") {
+	if !strings.Contains(out, "√ the meshed pods are ready") || !strings.Contains(out, "√ the meshed pods' proxies are the CLI's version") ||
+		!strings.Contains(out, "√ the meshed pods' certificates chain to the current trust anchors") {
 		t.Errorf("mesh check --proxy did not check the meshed pod:\n%s", out)
 	}
 

@@ -101,6 +101,35 @@ func (c *Checker) lightmeshConfig() (check.Category, error) {
 			},
 		},
 		{
+			ID:          "webhook",
+			Description: "the injector's MutatingWebhookConfiguration calls this control plane",
+			Hint:        reinstallHint,
+			Run: func(ctx context.Context) error {
+				name := install.WebhookConfigurationName(ns)
+				wh, err := c.client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, name, metav1.GetOptions{})
+				if err != nil {
+					return notFound(err, "MutatingWebhookConfiguration "+name)
+				}
+				if len(wh.Webhooks) == 0 {
+					return fmt.Errorf("MutatingWebhookConfiguration %s has no webhook", name)
+				}
+				var problems []string
+				for _, w := range wh.Webhooks {
+					svc := w.ClientConfig.Service
+					switch {
+					case svc == nil:
+						problems = append(problems, fmt.Sprintf("webhook %s does not call a Service", w.Name))
+					case svc.Namespace != ns || svc.Name != "webhook":
+						problems = append(problems, fmt.Sprintf("webhook %s calls Service %s/%s, not %s/webhook", w.Name, svc.Namespace, svc.Name, ns))
+					}
+					if len(w.ClientConfig.CABundle) == 0 {
+						problems = append(problems, fmt.Sprintf("webhook %s has no caBundle: the API server cannot verify the injector", w.Name))
+					}
+				}
+				return errList(problems)
+			},
+		},
+		{
 			ID:          "trust-roots",
 			Description: "the " + install.TrustRootsConfigMapName + " ConfigMap exists",
 			Hint:        reinstallHint,

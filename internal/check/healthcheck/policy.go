@@ -15,6 +15,8 @@ import (
 
 	"github.com/lightmesh/lightmesh/install"
 	"github.com/lightmesh/lightmesh/internal/check"
+	"github.com/lightmesh/lightmesh/internal/policy"
+	"github.com/lightmesh/lightmesh/internal/policy/translate"
 )
 
 // Policy is the category of the routing and policy resources lightmesh serves.
@@ -159,17 +161,110 @@ func (c *Checker) policy() check.Category {
 				return check.Warn(errList(problems))
 			},
 		},
+		{
+			ID:          "conflicts",
+			Description: "no two policy resources compete for the same host or namespace",
+			Hint:        "merge the competing resources into one, or delete the newer: with Istio's rules only the oldest applies",
+			Run: func(ctx context.Context) error {
+				problems, err := c.conflicts(ctx)
+				if err != nil {
+					return err
+				}
+				return check.Warn(errList(problems))
+			},
+		},
 	}}
 }
 
 // unsupported lists the resources of every policy kind whose status says the controller
 // does not support some of them.
 func (c *Checker) unsupported(ctx context.Context) ([]string, error) {
-	d, err := c.dynamicClient()
+	objects, err := c.policyObjects(ctx)
 	if err != nil {
 		return nil, err
 	}
 	var problems []string
+	for _, item := range objects {
+		for _, msg := range unsupportedConditions(item.GetKind(), item.Object) {
+			problems = append(problems, fmt.Sprintf("%s %s/%s: %s", item.GetKind(), item.GetNamespace(), item.GetName(), msg))
+		}
+	}
+	sort.Strings(problems)
+	return problems, nil
+}
+
+// conflicts translates every policy resource as the controller does and lists those that
+// compete for the same thing, where Istio's rule is that the oldest wins: two
+// VirtualServices (or a VirtualService and an HTTPRoute) for one host of the mesh, two
+// DestinationRules for one host, two namespace-wide PeerAuthentications in one namespace.
+func (c *Checker) conflicts(ctx context.Context) ([]string, error) {
+	objects, err := c.policyObjects(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res, _ := translate.TranslateObjects(objects, translate.Options{})
+	var problems []string
+	type owner struct{ virtualServices, httpRoutes []string }
+	hosts := map[string]*owner{}
+	for _, vh := range res.Model.VirtualHosts {
+		if !slices.Contains(vh.Gateways, policy.MeshGateway) {
+			continue
+		}
+		for _, h := range vh.Hosts {
+			o := hosts[h]
+			if o == nil {
+				o = &owner{}
+				hosts[h] = o
+			}
+			switch {
+			case strings.HasPrefix(vh.Source, "VirtualService ") && !slices.Contains(o.virtualServices, vh.Source):
+				o.virtualServices = append(o.virtualServices, vh.Source)
+			case strings.HasPrefix(vh.Source, "HTTPRoute ") && !slices.Contains(o.httpRoutes, vh.Source):
+				o.httpRoutes = append(o.httpRoutes, vh.Source)
+			}
+		}
+	}
+	for h, o := range hosts {
+		if len(o.virtualServices) > 1 || (len(o.virtualServices) > 0 && len(o.httpRoutes) > 0) {
+			all := append(append([]string{}, o.virtualServices...), o.httpRoutes...)
+			problems = append(problems, fmt.Sprintf("host %s is routed by %s: only the oldest applies", h, strings.Join(all, " and ")))
+		}
+	}
+	rules := map[string][]string{}
+	for _, d := range res.Model.Destinations {
+		if !slices.Contains(rules[d.Host], d.Source) {
+			rules[d.Host] = append(rules[d.Host], d.Source)
+		}
+	}
+	for h, sources := range rules {
+		if len(sources) > 1 {
+			problems = append(problems, fmt.Sprintf("host %s has %s: only the oldest applies", h, strings.Join(sources, " and ")))
+		}
+	}
+	wide := map[string][]string{}
+	for _, pa := range res.Model.PeerAuthentications {
+		if pa.Selector == nil {
+			wide[pa.Namespace] = append(wide[pa.Namespace], pa.Name)
+		}
+	}
+	for ns, names := range wide {
+		if len(names) > 1 {
+			sort.Strings(names)
+			problems = append(problems, fmt.Sprintf("namespace %s has %d namespace-wide PeerAuthentications (%s): only the oldest applies", ns, len(names), strings.Join(names, ", ")))
+		}
+	}
+	sort.Strings(problems)
+	return problems, nil
+}
+
+// policyObjects lists the resources of every policy kind whose CRD exists, in its v1
+// version when served, else its newest.
+func (c *Checker) policyObjects(ctx context.Context) ([]*unstructured.Unstructured, error) {
+	d, err := c.dynamicClient()
+	if err != nil {
+		return nil, err
+	}
+	var objects []*unstructured.Unstructured
 	for _, def := range install.CRDs() {
 		crd, err := c.crd(ctx, def.Name())
 		if err != nil {
@@ -191,14 +286,15 @@ func (c *Checker) unsupported(ctx context.Context) ([]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("list %s: %w", def.Name(), err)
 		}
-		for _, item := range list.Items {
-			for _, msg := range unsupportedConditions(def.Kind, item.Object) {
-				problems = append(problems, fmt.Sprintf("%s %s/%s: %s", def.Kind, item.GetNamespace(), item.GetName(), msg))
+		for i := range list.Items {
+			item := &list.Items[i]
+			if item.GetKind() == "" {
+				item.SetKind(def.Kind)
 			}
+			objects = append(objects, item)
 		}
 	}
-	sort.Strings(problems)
-	return problems, nil
+	return objects, nil
 }
 
 // UnsupportedMarker starts the part of a condition message in which the controller lists

@@ -158,3 +158,62 @@ func TestProxyCertificates(t *testing.T) {
 func errNotFound() error {
 	return apierrors.NewNotFound(schema.GroupResource{Resource: "pods/proxy"}, "web")
 }
+
+func TestPolicyConflicts(t *testing.T) {
+	withSpec := func(u *unstructured.Unstructured, spec map[string]any) *unstructured.Unstructured {
+		u.Object["spec"] = spec
+		return u
+	}
+	route := func(host string) map[string]any {
+		return map[string]any{"hosts": []any{host}, "http": []any{map[string]any{"route": []any{map[string]any{"destination": map[string]any{"host": host}}}}}}
+	}
+	dr := map[string]any{"host": "user-service", "trafficPolicy": map[string]any{"loadBalancer": map[string]any{"simple": "ROUND_ROBIN"}}}
+	strict := map[string]any{"mtls": map[string]any{"mode": "STRICT"}}
+	objects := append(healthchecktest.InstalledCRDs(),
+		withSpec(healthchecktest.Resource("networking.istio.io/v1", "VirtualService", "shop", "a", nil), route("user-service")),
+		withSpec(healthchecktest.Resource("networking.istio.io/v1", "VirtualService", "shop", "b", nil), route("user-service")),
+		withSpec(healthchecktest.Resource("networking.istio.io/v1", "VirtualService", "shop", "only", nil), route("order-service")),
+		withSpec(healthchecktest.Resource("networking.istio.io/v1", "DestinationRule", "shop", "one", nil), dr),
+		withSpec(healthchecktest.Resource("networking.istio.io/v1", "DestinationRule", "shop", "two", nil), dr),
+		withSpec(healthchecktest.Resource("security.istio.io/v1", "PeerAuthentication", "shop", "default", nil), strict),
+		withSpec(healthchecktest.Resource("security.istio.io/v1", "PeerAuthentication", "shop", "other", nil), strict),
+		withSpec(healthchecktest.Resource("security.istio.io/v1", "PeerAuthentication", "web", "default", nil), strict),
+	)
+	got, _ := run(t, installed(t, healthchecktest.Options{}), withDynamic(objects...), healthchecktest.Now)
+	expect(t, got, "policy/conflicts", check.StatusWarning)
+	want := "host user-service.shop.svc.cluster.local has DestinationRule shop/one and DestinationRule shop/two: only the oldest applies\n" +
+		"host user-service.shop.svc.cluster.local is routed by VirtualService shop/a and VirtualService shop/b: only the oldest applies\n" +
+		"namespace shop has 2 namespace-wide PeerAuthentications (default, other): only the oldest applies"
+	if e := got["policy/conflicts"].Error; e != want {
+		t.Errorf("conflicts:\n%s\nwant:\n%s", e, want)
+	}
+	clean, _ := run(t, installed(t, healthchecktest.Options{}), withDynamic(append(healthchecktest.InstalledCRDs(), objects[len(objects)-1])...), healthchecktest.Now)
+	expect(t, clean, "policy/conflicts", check.StatusSuccess)
+}
+
+func TestWebhookConfiguration(t *testing.T) {
+	client := installed(t, healthchecktest.Options{})
+	got, _ := run(t, client, healthcheck.Options{}, healthchecktest.Now)
+	expect(t, got, "lightmesh-config/webhook", check.StatusSuccess)
+
+	name := "lightmesh-proxy-injector-lightmesh"
+	wh, err := client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(t.Context(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wh.Webhooks[0].ClientConfig.CABundle = nil
+	wh.Webhooks[0].ClientConfig.Service.Namespace = "elsewhere"
+	if _, err := client.AdmissionregistrationV1().MutatingWebhookConfigurations().Update(t.Context(), wh, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = run(t, client, healthcheck.Options{}, healthchecktest.Now)
+	expect(t, got, "lightmesh-config/webhook", check.StatusError)
+	if e := got["lightmesh-config/webhook"].Error; !strings.Contains(e, "calls Service elsewhere/webhook") || !strings.Contains(e, "no caBundle") {
+		t.Errorf("error %q", e)
+	}
+	if err := client.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(t.Context(), name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = run(t, client, healthcheck.Options{}, healthchecktest.Now)
+	expect(t, got, "lightmesh-config/webhook", check.StatusError)
+}
