@@ -211,6 +211,59 @@ func (s *Service) SubscribeInboundPolicy(ctx context.Context, caller, namespace,
 	}
 }
 
+// GetGatewayPolicy streams the policy of the gateway pod req names.
+func (s *Service) GetGatewayPolicy(req *destinationv1.GetInboundPolicy, stream destinationv1.Destination_GetGatewayPolicyServer) error {
+	caller := clientIdentity(stream.Context())
+	log := s.log.With("pod", req.GetNamespace()+"/"+req.GetPod(), "client", caller)
+	log.Debug("subscribed to gateway policy")
+	err := s.SubscribeGatewayPolicy(stream.Context(), caller, req.GetNamespace(), req.GetPod(), stream.Send)
+	log.Debug("unsubscribed from gateway policy", "error", err)
+	return err
+}
+
+// SubscribeGatewayPolicy sends the gateway policy of pod namespace/name (the listeners of
+// the Gateways that select its labels and their route tables) to caller, which must be the
+// pod's ServiceAccount identity, until ctx ends or send fails. A pod not (yet) known gets an
+// empty policy.
+func (s *Service) SubscribeGatewayPolicy(ctx context.Context, caller, namespace, name string, send func(*destinationv1.GatewayPolicy) error) error {
+	if namespace == "" || name == "" {
+		return status.Error(codes.InvalidArgument, "give the pod's namespace and name")
+	}
+	id, err := meshid.ParseSpiffeID(caller)
+	if err != nil {
+		return status.Error(codes.PermissionDenied, "the caller has no workload identity: connect with the pod's proxy certificate")
+	}
+	sub := &subscriber{namespace: namespace, policy: true, dirty: make(chan struct{}, 1)}
+	defer s.register(sub)()
+	var last []byte
+	for {
+		pod, found := s.resolver.kube.pod(namespace, name)
+		if err := s.checkCaller(id, namespace, pod, found); err != nil {
+			return err
+		}
+		var p policy.GatewayPolicy
+		if found {
+			p = policy.BuildGatewayPolicy(s.model(), pod.Labels)
+		}
+		data, err := json.Marshal(p)
+		if err != nil {
+			return status.Error(codes.Internal, fmt.Sprintf("encode the policy: %v", err))
+		}
+		if last == nil || !bytes.Equal(data, last) {
+			s.updates.WithLabelValues("gateway_policy").Inc()
+			if err := send(&destinationv1.GatewayPolicy{Format: PolicyFormat, Policy: data}); err != nil {
+				return err
+			}
+			last = data
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-sub.dirty:
+		}
+	}
+}
+
 // checkCaller: the caller must be the pod's ServiceAccount identity (of the namespace, while
 // the pod is not known).
 func (s *Service) checkCaller(id meshid.SpiffeID, namespace string, pod *corev1.Pod, found bool) error {

@@ -34,8 +34,7 @@ type Options struct {
 	Shutdown func()
 	// PodIP is accepted as Host besides localhost and loopback addresses (optional).
 	PodIP netip.Addr
-	// PodName is accepted as Host too: the Kubernetes API server's pod proxy
-	// (pods/NAME:4191/proxy/...) sends it (optional).
+	// PodName is accepted as Host too (optional).
 	PodName string
 	// Certificate returns the proxy's current certificate chain for GET
 	// /identity/certificate (PEM, leaf first), so `mesh check --proxy` can verify it chains to
@@ -83,7 +82,7 @@ func New(opts Options) (*Server, error) {
 		fmt.Fprintln(w, "ready")
 	})
 	mux.Handle("GET /metrics", opts.Metrics)
-	mux.HandleFunc("GET /identity/certificate", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET "+certificatePath, func(w http.ResponseWriter, _ *http.Request) {
 		if opts.Certificate == nil {
 			http.Error(w, "this proxy has no mesh identity", http.StatusNotFound)
 			return
@@ -126,10 +125,16 @@ func New(opts Options) (*Server, error) {
 // Handler returns the server's handler, for tests.
 func (s *Server) Handler() http.Handler { return s.srv.Handler }
 
-// checkHost refuses requests whose Host is not this pod.
+// certificatePath serves the proxy's certificate chain.
+const certificatePath = "/identity/certificate"
+
+// checkHost refuses requests whose Host is not this pod, except for the certificate chain.
 func (s *Server) checkHost(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !s.allowedHost(r.Host) {
+		// The certificate chain is public and read-only, and the API server's pod proxy
+		// passes its own Host on: mesh check --proxy reads it that way.
+		certificate := r.Method == http.MethodGet && r.URL.Path == certificatePath
+		if !certificate && !s.allowedHost(r.Host) {
 			http.Error(w, "forbidden host; use localhost or the pod IP", http.StatusForbidden)
 			return
 		}

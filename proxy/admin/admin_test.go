@@ -103,8 +103,8 @@ func TestIdentityCertificate(t *testing.T) {
 		t.Errorf("before a certificate: %d, want 503", code)
 	}
 	cert.Store(&tls.Certificate{Certificate: [][]byte{leaf, inter}})
-	// The API server's pod proxy sends the pod's name as Host.
-	code, body := get("web-7d9f8b6c5-abcde:4191")
+	// The API server's pod proxy passes its own Host on: the chain is served whatever the Host.
+	code, body := get("192.0.2.2:6443")
 	if code != http.StatusOK {
 		t.Fatalf("through the pod proxy: %d %q", code, body)
 	}
@@ -113,13 +113,25 @@ func TestIdentityCertificate(t *testing.T) {
 	if first == nil || second == nil || string(first.Bytes) != string(leaf) || string(second.Bytes) != string(inter) {
 		t.Errorf("the chain is not the leaf then the intermediate: %q", body)
 	}
-	if code, _ := get("other-pod:4191"); code != http.StatusForbidden {
-		t.Errorf("another pod's name as Host: %d, want 403", code)
+	// Only the chain: the rest still checks the Host.
+	req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+	req.Host = "192.0.2.2:6443"
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, req)
+	if rec.Code != http.StatusForbidden {
+		t.Errorf("/metrics with a foreign Host: %d, want 403", rec.Code)
+	}
+	req = httptest.NewRequest(http.MethodGet, "/metrics", nil)
+	req.Host = "web-7d9f8b6c5-abcde:4191"
+	rec = httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, req)
+	if rec.Code == http.StatusForbidden {
+		t.Error("the pod's name as Host is refused")
 	}
 	noID, _ := New(Options{Ready: func() bool { return true }, Metrics: http.NotFoundHandler(), Shutdown: func() {}})
-	req := httptest.NewRequest(http.MethodGet, "/identity/certificate", nil)
+	req = httptest.NewRequest(http.MethodGet, "/identity/certificate", nil)
 	req.Host = "localhost"
-	rec := httptest.NewRecorder()
+	rec = httptest.NewRecorder()
 	noID.Handler().ServeHTTP(rec, req)
 	if rec.Code != http.StatusNotFound {
 		t.Errorf("without identity: %d, want 404", rec.Code)

@@ -31,6 +31,9 @@ type connInfo struct {
 	tls       string // metrics label
 	// h2 is true when the client speaks HTTP/2.
 	h2 bool
+	// gateway: the connection came to a gateway listener (from outside the mesh); origDst's
+	// port is the Gateway server port.
+	gateway bool
 }
 
 type connInfoKey struct{}
@@ -154,9 +157,12 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no connection information", http.StatusInternalServerError)
 		return
 	}
-	if ci.direction == outbound {
+	switch {
+	case ci.gateway:
+		p.gatewayChain.ServeHTTP(w, r)
+	case ci.direction == outbound:
 		p.outboundChain.ServeHTTP(w, r)
-	} else {
+	default:
 		p.inboundChain.ServeHTTP(w, r)
 	}
 }

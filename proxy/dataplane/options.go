@@ -51,6 +51,8 @@ type Options struct {
 	TLS *meshtls.TLS
 	// Resolver answers discovery; nil means none (every connection is passthrough).
 	Resolver discovery.Resolver
+	// Gateway, when set, makes the proxy an ingress gateway too (gateway.go).
+	Gateway *GatewayOptions
 	// Tracer makes a span per HTTP request; nil means no tracing.
 	Tracer *tracing.Tracer
 	// Policy supplies routes, traffic policies and inbound authorization; nil means none.

@@ -67,7 +67,8 @@ type Proxy struct {
 	// loadAware is the balancer when it learns from traffic; nil otherwise.
 	loadAware discovery.LoadAware
 
-	outboundChain, inboundChain http.Handler
+	outboundChain, inboundChain, gatewayChain http.Handler
+	gatewayListeners                          []gatewayListener
 
 	mu       sync.Mutex
 	conns    map[net.Conn]struct{}
@@ -103,6 +104,9 @@ func New(opts Options) (*Proxy, error) {
 		p.outboundChain = Chain(p.outboundForward(), p.sanitize(outbound), p.trace(outbound), p.resolve, p.observe)
 	}
 	p.inboundChain = Chain(p.inboundForward(), p.sanitize(inbound), p.trace(inbound), p.observe, p.authorize)
+	if opts.Gateway != nil {
+		p.gatewayChain = Chain(p.outboundForward(), p.sanitize(outbound), p.trace(outbound), p.gatewayRoute)
+	}
 	return p, nil
 }
 
@@ -121,6 +125,11 @@ func (p *Proxy) Start() error {
 	}
 	p.outboundAddr = p.outbound.Addr().(*net.TCPAddr).AddrPort()
 	p.inboundPort = p.inbound.Addr().(*net.TCPAddr).AddrPort().Port()
+	if err := p.startGateway(); err != nil {
+		p.outbound.Close()
+		p.inbound.Close()
+		return err
+	}
 	p.serving.Add(3)
 	go func() {
 		defer p.serving.Done()
@@ -213,6 +222,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	case <-p.ready:
 		p.outbound.Close()
 		p.inbound.Close()
+		for _, g := range p.gatewayListeners {
+			g.ln.Close()
+		}
 	default:
 		return nil
 	}

@@ -102,6 +102,9 @@ type Options struct {
 	// PodNamespace and PodName name the proxy's pod: when both are set, New opens the
 	// stream of its inbound policy.
 	PodNamespace, PodName string
+	// Gateway (with PodNamespace and PodName) also opens the stream of the pod's gateway
+	// policy: the proxy runs as an ingress gateway.
+	Gateway bool
 }
 
 // PolicyFormat is the only policy message format the client reads.
@@ -119,6 +122,8 @@ type Client struct {
 	watches map[string]*watch
 	// inbound is the stream of the pod's inbound policy; nil without PodNamespace/PodName.
 	inbound *watch
+	// gateway is the stream of the pod's gateway policy; nil unless Options.Gateway.
+	gateway *watch
 }
 
 // view is one state of a key: exists=false is unknown (passthrough). outbound and inbound
@@ -128,6 +133,7 @@ type view struct {
 	dst      *discovery.Destination
 	outbound *policy.OutboundPolicy
 	inbound  *policy.InboundPolicy
+	gateway  *policy.GatewayPolicy
 }
 
 // watchKind is what a watch streams.
@@ -137,6 +143,7 @@ const (
 	watchEndpoints watchKind = iota
 	watchOutbound
 	watchInbound
+	watchGateway
 )
 
 // outboundPrefix keys outbound policy watches apart from endpoint watches.
@@ -231,6 +238,12 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 		w.ctx, w.cancel = context.WithCancel(ctx)
 		c.inbound = w
 		go c.run(w)
+		if opts.Gateway {
+			g := &watch{key: "gateway", target: opts.PodNamespace + "/" + opts.PodName, kind: watchGateway, ready: make(chan struct{})}
+			g.ctx, g.cancel = context.WithCancel(ctx)
+			c.gateway = g
+			go c.run(g)
+		}
 	}
 	go c.evictLoop()
 	return c, nil
@@ -258,6 +271,18 @@ func (c *Client) Inbound() *policy.InboundPolicy {
 	}
 	if v := c.inbound.view.Load(); v != nil {
 		return v.inbound
+	}
+	return nil
+}
+
+// Gateway returns the last gateway policy received for the proxy's pod; nil before the first
+// answer or without Options.Gateway.
+func (c *Client) Gateway() *policy.GatewayPolicy {
+	if c.gateway == nil {
+		return nil
+	}
+	if v := c.gateway.view.Load(); v != nil {
+		return v.gateway
 	}
 	return nil
 }
@@ -370,6 +395,8 @@ func (c *Client) run(w *watch) {
 			got, err = c.streamOutbound(w)
 		case watchInbound:
 			got, err = c.streamInbound(w)
+		case watchGateway:
+			got, err = c.streamGateway(w)
 		default:
 			got, err = c.stream(w)
 		}
@@ -493,6 +520,31 @@ func (c *Client) streamInbound(w *watch) (got bool, err error) {
 		}
 		got = true
 		w.view.Store(&view{exists: true, inbound: &p})
+		w.once.Do(func() { close(w.ready) })
+	}
+}
+
+// streamGateway runs one GetGatewayPolicy stream; got reports whether it received a policy.
+func (c *Client) streamGateway(w *watch) (got bool, err error) {
+	ctx, cancel := context.WithCancel(w.ctx)
+	defer cancel()
+	stream, err := c.api.GetGatewayPolicy(ctx, &destinationv1.GetInboundPolicy{
+		Namespace: c.opts.PodNamespace, Pod: c.opts.PodName, ContextToken: c.opts.ContextToken,
+	})
+	if err != nil {
+		return false, err
+	}
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			return got, streamEnded(err)
+		}
+		var p policy.GatewayPolicy
+		if !c.decode(w.key, m.GetFormat(), m.GetPolicy(), &p) {
+			continue
+		}
+		got = true
+		w.view.Store(&view{exists: true, gateway: &p})
 		w.once.Do(func() { close(w.ready) })
 	}
 }

@@ -24,6 +24,7 @@ type policyServer struct {
 	*fakeServer
 	outbound chan policyStream
 	inbound  chan policyStream
+	gateway  chan policyStream
 }
 
 type policyStream struct {
@@ -62,10 +63,16 @@ func (p *policyServer) GetInboundPolicy(req *destinationv1.GetInboundPolicy, str
 	})
 }
 
+func (p *policyServer) GetGatewayPolicy(req *destinationv1.GetInboundPolicy, stream destinationv1.Destination_GetGatewayPolicyServer) error {
+	return p.pump(stream.Context(), req.GetNamespace()+"/"+req.GetPod(), p.gateway, func(format, data string) error {
+		return stream.Send(&destinationv1.GatewayPolicy{Format: format, Policy: []byte(data)})
+	})
+}
+
 func servePolicy(t *testing.T, lis net.Listener) (*policyServer, func()) {
 	t.Helper()
 	p := &policyServer{fakeServer: &fakeServer{streams: make(chan fakeStream, 16)},
-		outbound: make(chan policyStream, 16), inbound: make(chan policyStream, 16)}
+		outbound: make(chan policyStream, 16), inbound: make(chan policyStream, 16), gateway: make(chan policyStream, 16)}
 	srv := grpc.NewServer()
 	destinationv1.RegisterDestinationServer(srv, p)
 	done := make(chan struct{})
@@ -290,4 +297,58 @@ func TestClientFillsEndpointLabels(t *testing.T) {
 	eventually(t, c, discovery.Target{Authority: authority}, "labels", func(d *discovery.Destination, found bool) bool {
 		return found && len(d.Endpoints) == 1 && maps.Equal(d.Endpoints[0].Labels, labels)
 	})
+}
+
+// A gateway proxy streams its pod's gateway policy; other proxies never open that stream.
+func TestGatewayPolicyStream(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, stop := servePolicy(t, lis)
+	defer stop()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c, err := New(ctx, Options{
+		Client: destinationv1.NewDestinationClient(conn), InitialTimeout: waitFor,
+		MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond,
+		PodNamespace: "lightmesh", PodName: "ingress-1", Gateway: true,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := nextPolicyStream(t, srv.gateway)
+	if s.target != "lightmesh/ingress-1" {
+		t.Errorf("gateway stream for %q", s.target)
+	}
+	if c.Gateway() != nil {
+		t.Error("a gateway policy before the first answer")
+	}
+	data, err := json.Marshal(policy.GatewayPolicy{Listeners: []policy.GatewayListener{{Gateway: "shop/gw", Port: 80, Protocol: "HTTP", Hosts: []string{"*"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.msgs <- [2]string{PolicyFormat, string(data)}
+	poll(t, "the gateway policy", func() bool { g := c.Gateway(); return g != nil && len(g.Listeners) == 1 })
+	s.msgs <- [2]string{"some.other+json", "{}"}
+	s.msgs <- [2]string{PolicyFormat, string(data)}
+	if g := c.Gateway(); g == nil || g.Listeners[0].Gateway != "shop/gw" {
+		t.Errorf("gateway policy %+v", g)
+	}
+
+	plain := newPolicyClient(t, lis.Addr().String())
+	if plain.Gateway() != nil {
+		t.Error("a sidecar has a gateway policy")
+	}
+	select {
+	case s := <-srv.gateway:
+		t.Fatalf("a sidecar opened a gateway stream for %q", s.target)
+	default:
+	}
 }

@@ -193,6 +193,61 @@ func (x *OutboundPolicy) GetPolicy() []byte {
 	return nil
 }
 
+// GatewayPolicy is one state of a gateway pod's policy.
+type GatewayPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// format is "lightmesh.policy.v1+json".
+	Format string `protobuf:"bytes,1,opt,name=format,proto3" json:"format,omitempty"`
+	// policy is a JSON policy.GatewayPolicy.
+	Policy        []byte `protobuf:"bytes,2,opt,name=policy,proto3" json:"policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GatewayPolicy) Reset() {
+	*x = GatewayPolicy{}
+	mi := &file_controller_api_destination_v1_destination_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GatewayPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GatewayPolicy) ProtoMessage() {}
+
+func (x *GatewayPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_controller_api_destination_v1_destination_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GatewayPolicy.ProtoReflect.Descriptor instead.
+func (*GatewayPolicy) Descriptor() ([]byte, []int) {
+	return file_controller_api_destination_v1_destination_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *GatewayPolicy) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
+}
+
+func (x *GatewayPolicy) GetPolicy() []byte {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
 // InboundPolicy is one state of a pod's inbound policy.
 type InboundPolicy struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -206,7 +261,7 @@ type InboundPolicy struct {
 
 func (x *InboundPolicy) Reset() {
 	*x = InboundPolicy{}
-	mi := &file_controller_api_destination_v1_destination_proto_msgTypes[2]
+	mi := &file_controller_api_destination_v1_destination_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -218,7 +273,7 @@ func (x *InboundPolicy) String() string {
 func (*InboundPolicy) ProtoMessage() {}
 
 func (x *InboundPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_controller_api_destination_v1_destination_proto_msgTypes[2]
+	mi := &file_controller_api_destination_v1_destination_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -231,7 +286,7 @@ func (x *InboundPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboundPolicy.ProtoReflect.Descriptor instead.
 func (*InboundPolicy) Descriptor() ([]byte, []int) {
-	return file_controller_api_destination_v1_destination_proto_rawDescGZIP(), []int{2}
+	return file_controller_api_destination_v1_destination_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *InboundPolicy) GetFormat() string {
@@ -260,7 +315,7 @@ type GetDestination struct {
 
 func (x *GetDestination) Reset() {
 	*x = GetDestination{}
-	mi := &file_controller_api_destination_v1_destination_proto_msgTypes[3]
+	mi := &file_controller_api_destination_v1_destination_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -272,7 +327,7 @@ func (x *GetDestination) String() string {
 func (*GetDestination) ProtoMessage() {}
 
 func (x *GetDestination) ProtoReflect() protoreflect.Message {
-	mi := &file_controller_api_destination_v1_destination_proto_msgTypes[3]
+	mi := &file_controller_api_destination_v1_destination_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -285,7 +340,7 @@ func (x *GetDestination) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDestination.ProtoReflect.Descriptor instead.
 func (*GetDestination) Descriptor() ([]byte, []int) {
-	return file_controller_api_destination_v1_destination_proto_rawDescGZIP(), []int{3}
+	return file_controller_api_destination_v1_destination_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetDestination) GetPath() string {
@@ -316,7 +371,7 @@ type Update struct {
 
 func (x *Update) Reset() {
 	*x = Update{}
-	mi := &file_controller_api_destination_v1_destination_proto_msgTypes[4]
+	mi := &file_controller_api_destination_v1_destination_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -328,7 +383,7 @@ func (x *Update) String() string {
 func (*Update) ProtoMessage() {}
 
 func (x *Update) ProtoReflect() protoreflect.Message {
-	mi := &file_controller_api_destination_v1_destination_proto_msgTypes[4]
+	mi := &file_controller_api_destination_v1_destination_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -341,7 +396,7 @@ func (x *Update) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Update.ProtoReflect.Descriptor instead.
 func (*Update) Descriptor() ([]byte, []int) {
-	return file_controller_api_destination_v1_destination_proto_rawDescGZIP(), []int{4}
+	return file_controller_api_destination_v1_destination_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Update) GetUpdate() isUpdate_Update {
@@ -413,7 +468,7 @@ type NoEndpoints struct {
 
 func (x *NoEndpoints) Reset() {
 	*x = NoEndpoints{}
-	mi := &file_controller_api_destination_v1_destination_proto_msgTypes[5]
+	mi := &file_controller_api_destination_v1_destination_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -425,7 +480,7 @@ func (x *NoEndpoints) String() string {
 func (*NoEndpoints) ProtoMessage() {}
 
 func (x *NoEndpoints) ProtoReflect() protoreflect.Message {
-	mi := &file_controller_api_destination_v1_destination_proto_msgTypes[5]
+	mi := &file_controller_api_destination_v1_destination_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -438,7 +493,7 @@ func (x *NoEndpoints) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NoEndpoints.ProtoReflect.Descriptor instead.
 func (*NoEndpoints) Descriptor() ([]byte, []int) {
-	return file_controller_api_destination_v1_destination_proto_rawDescGZIP(), []int{5}
+	return file_controller_api_destination_v1_destination_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *NoEndpoints) GetExists() bool {
@@ -464,7 +519,7 @@ type AddrSet struct {
 
 func (x *AddrSet) Reset() {
 	*x = AddrSet{}
-	mi := &file_controller_api_destination_v1_destination_proto_msgTypes[6]
+	mi := &file_controller_api_destination_v1_destination_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -476,7 +531,7 @@ func (x *AddrSet) String() string {
 func (*AddrSet) ProtoMessage() {}
 
 func (x *AddrSet) ProtoReflect() protoreflect.Message {
-	mi := &file_controller_api_destination_v1_destination_proto_msgTypes[6]
+	mi := &file_controller_api_destination_v1_destination_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -489,7 +544,7 @@ func (x *AddrSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddrSet.ProtoReflect.Descriptor instead.
 func (*AddrSet) Descriptor() ([]byte, []int) {
-	return file_controller_api_destination_v1_destination_proto_rawDescGZIP(), []int{6}
+	return file_controller_api_destination_v1_destination_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AddrSet) GetAddrs() []*TcpAddress {
@@ -510,7 +565,7 @@ type WeightedAddrSet struct {
 
 func (x *WeightedAddrSet) Reset() {
 	*x = WeightedAddrSet{}
-	mi := &file_controller_api_destination_v1_destination_proto_msgTypes[7]
+	mi := &file_controller_api_destination_v1_destination_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -522,7 +577,7 @@ func (x *WeightedAddrSet) String() string {
 func (*WeightedAddrSet) ProtoMessage() {}
 
 func (x *WeightedAddrSet) ProtoReflect() protoreflect.Message {
-	mi := &file_controller_api_destination_v1_destination_proto_msgTypes[7]
+	mi := &file_controller_api_destination_v1_destination_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -535,7 +590,7 @@ func (x *WeightedAddrSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightedAddrSet.ProtoReflect.Descriptor instead.
 func (*WeightedAddrSet) Descriptor() ([]byte, []int) {
-	return file_controller_api_destination_v1_destination_proto_rawDescGZIP(), []int{7}
+	return file_controller_api_destination_v1_destination_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *WeightedAddrSet) GetAddrs() []*WeightedAddr {
@@ -563,7 +618,7 @@ type TcpAddress struct {
 
 func (x *TcpAddress) Reset() {
 	*x = TcpAddress{}
-	mi := &file_controller_api_destination_v1_destination_proto_msgTypes[8]
+	mi := &file_controller_api_destination_v1_destination_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -575,7 +630,7 @@ func (x *TcpAddress) String() string {
 func (*TcpAddress) ProtoMessage() {}
 
 func (x *TcpAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_controller_api_destination_v1_destination_proto_msgTypes[8]
+	mi := &file_controller_api_destination_v1_destination_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -588,7 +643,7 @@ func (x *TcpAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpAddress.ProtoReflect.Descriptor instead.
 func (*TcpAddress) Descriptor() ([]byte, []int) {
-	return file_controller_api_destination_v1_destination_proto_rawDescGZIP(), []int{8}
+	return file_controller_api_destination_v1_destination_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TcpAddress) GetIp() string {
@@ -624,7 +679,7 @@ type WeightedAddr struct {
 
 func (x *WeightedAddr) Reset() {
 	*x = WeightedAddr{}
-	mi := &file_controller_api_destination_v1_destination_proto_msgTypes[9]
+	mi := &file_controller_api_destination_v1_destination_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -636,7 +691,7 @@ func (x *WeightedAddr) String() string {
 func (*WeightedAddr) ProtoMessage() {}
 
 func (x *WeightedAddr) ProtoReflect() protoreflect.Message {
-	mi := &file_controller_api_destination_v1_destination_proto_msgTypes[9]
+	mi := &file_controller_api_destination_v1_destination_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -649,7 +704,7 @@ func (x *WeightedAddr) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightedAddr.ProtoReflect.Descriptor instead.
 func (*WeightedAddr) Descriptor() ([]byte, []int) {
-	return file_controller_api_destination_v1_destination_proto_rawDescGZIP(), []int{9}
+	return file_controller_api_destination_v1_destination_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *WeightedAddr) GetAddr() *TcpAddress {
@@ -706,6 +761,9 @@ const file_controller_api_destination_v1_destination_proto_rawDesc = "" +
 	"\x0eOutboundPolicy\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\tR\x06format\x12\x16\n" +
 	"\x06policy\x18\x02 \x01(\fR\x06policy\"?\n" +
+	"\rGatewayPolicy\x12\x16\n" +
+	"\x06format\x18\x01 \x01(\tR\x06format\x12\x16\n" +
+	"\x06policy\x18\x02 \x01(\fR\x06policy\"?\n" +
 	"\rInboundPolicy\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\tR\x06format\x12\x16\n" +
 	"\x06policy\x18\x02 \x01(\fR\x06policy\"I\n" +
@@ -748,11 +806,12 @@ const file_controller_api_destination_v1_destination_proto_rawDesc = "" +
 	"\fProtocolHint\x12\x1d\n" +
 	"\x19PROTOCOL_HINT_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13PROTOCOL_HINT_HTTP2\x10\x01\x12\x18\n" +
-	"\x14PROTOCOL_HINT_OPAQUE\x10\x022\xb8\x02\n" +
+	"\x14PROTOCOL_HINT_OPAQUE\x10\x022\xa3\x03\n" +
 	"\vDestination\x12S\n" +
 	"\x03Get\x12(.lightmesh.destination.v1.GetDestination\x1a .lightmesh.destination.v1.Update0\x01\x12i\n" +
 	"\x11GetOutboundPolicy\x12(.lightmesh.destination.v1.GetDestination\x1a(.lightmesh.destination.v1.OutboundPolicy0\x01\x12i\n" +
-	"\x10GetInboundPolicy\x12*.lightmesh.destination.v1.GetInboundPolicy\x1a'.lightmesh.destination.v1.InboundPolicy0\x01BLZJgithub.com/lightmesh/lightmesh/controller/api/destination/v1;destinationv1b\x06proto3"
+	"\x10GetInboundPolicy\x12*.lightmesh.destination.v1.GetInboundPolicy\x1a'.lightmesh.destination.v1.InboundPolicy0\x01\x12i\n" +
+	"\x10GetGatewayPolicy\x12*.lightmesh.destination.v1.GetInboundPolicy\x1a'.lightmesh.destination.v1.GatewayPolicy0\x01BLZJgithub.com/lightmesh/lightmesh/controller/api/destination/v1;destinationv1b\x06proto3"
 
 var (
 	file_controller_api_destination_v1_destination_proto_rawDescOnce sync.Once
@@ -767,42 +826,45 @@ func file_controller_api_destination_v1_destination_proto_rawDescGZIP() []byte {
 }
 
 var file_controller_api_destination_v1_destination_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_controller_api_destination_v1_destination_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_controller_api_destination_v1_destination_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_controller_api_destination_v1_destination_proto_goTypes = []any{
 	(ProtocolHint)(0),        // 0: lightmesh.destination.v1.ProtocolHint
 	(*GetInboundPolicy)(nil), // 1: lightmesh.destination.v1.GetInboundPolicy
 	(*OutboundPolicy)(nil),   // 2: lightmesh.destination.v1.OutboundPolicy
-	(*InboundPolicy)(nil),    // 3: lightmesh.destination.v1.InboundPolicy
-	(*GetDestination)(nil),   // 4: lightmesh.destination.v1.GetDestination
-	(*Update)(nil),           // 5: lightmesh.destination.v1.Update
-	(*NoEndpoints)(nil),      // 6: lightmesh.destination.v1.NoEndpoints
-	(*AddrSet)(nil),          // 7: lightmesh.destination.v1.AddrSet
-	(*WeightedAddrSet)(nil),  // 8: lightmesh.destination.v1.WeightedAddrSet
-	(*TcpAddress)(nil),       // 9: lightmesh.destination.v1.TcpAddress
-	(*WeightedAddr)(nil),     // 10: lightmesh.destination.v1.WeightedAddr
-	nil,                      // 11: lightmesh.destination.v1.WeightedAddrSet.MetricLabelsEntry
-	nil,                      // 12: lightmesh.destination.v1.WeightedAddr.MetricLabelsEntry
-	nil,                      // 13: lightmesh.destination.v1.WeightedAddr.LabelsEntry
+	(*GatewayPolicy)(nil),    // 3: lightmesh.destination.v1.GatewayPolicy
+	(*InboundPolicy)(nil),    // 4: lightmesh.destination.v1.InboundPolicy
+	(*GetDestination)(nil),   // 5: lightmesh.destination.v1.GetDestination
+	(*Update)(nil),           // 6: lightmesh.destination.v1.Update
+	(*NoEndpoints)(nil),      // 7: lightmesh.destination.v1.NoEndpoints
+	(*AddrSet)(nil),          // 8: lightmesh.destination.v1.AddrSet
+	(*WeightedAddrSet)(nil),  // 9: lightmesh.destination.v1.WeightedAddrSet
+	(*TcpAddress)(nil),       // 10: lightmesh.destination.v1.TcpAddress
+	(*WeightedAddr)(nil),     // 11: lightmesh.destination.v1.WeightedAddr
+	nil,                      // 12: lightmesh.destination.v1.WeightedAddrSet.MetricLabelsEntry
+	nil,                      // 13: lightmesh.destination.v1.WeightedAddr.MetricLabelsEntry
+	nil,                      // 14: lightmesh.destination.v1.WeightedAddr.LabelsEntry
 }
 var file_controller_api_destination_v1_destination_proto_depIdxs = []int32{
-	8,  // 0: lightmesh.destination.v1.Update.add:type_name -> lightmesh.destination.v1.WeightedAddrSet
-	7,  // 1: lightmesh.destination.v1.Update.remove:type_name -> lightmesh.destination.v1.AddrSet
-	6,  // 2: lightmesh.destination.v1.Update.no_endpoints:type_name -> lightmesh.destination.v1.NoEndpoints
-	9,  // 3: lightmesh.destination.v1.AddrSet.addrs:type_name -> lightmesh.destination.v1.TcpAddress
-	10, // 4: lightmesh.destination.v1.WeightedAddrSet.addrs:type_name -> lightmesh.destination.v1.WeightedAddr
-	11, // 5: lightmesh.destination.v1.WeightedAddrSet.metric_labels:type_name -> lightmesh.destination.v1.WeightedAddrSet.MetricLabelsEntry
-	9,  // 6: lightmesh.destination.v1.WeightedAddr.addr:type_name -> lightmesh.destination.v1.TcpAddress
+	9,  // 0: lightmesh.destination.v1.Update.add:type_name -> lightmesh.destination.v1.WeightedAddrSet
+	8,  // 1: lightmesh.destination.v1.Update.remove:type_name -> lightmesh.destination.v1.AddrSet
+	7,  // 2: lightmesh.destination.v1.Update.no_endpoints:type_name -> lightmesh.destination.v1.NoEndpoints
+	10, // 3: lightmesh.destination.v1.AddrSet.addrs:type_name -> lightmesh.destination.v1.TcpAddress
+	11, // 4: lightmesh.destination.v1.WeightedAddrSet.addrs:type_name -> lightmesh.destination.v1.WeightedAddr
+	12, // 5: lightmesh.destination.v1.WeightedAddrSet.metric_labels:type_name -> lightmesh.destination.v1.WeightedAddrSet.MetricLabelsEntry
+	10, // 6: lightmesh.destination.v1.WeightedAddr.addr:type_name -> lightmesh.destination.v1.TcpAddress
 	0,  // 7: lightmesh.destination.v1.WeightedAddr.protocol_hint:type_name -> lightmesh.destination.v1.ProtocolHint
-	12, // 8: lightmesh.destination.v1.WeightedAddr.metric_labels:type_name -> lightmesh.destination.v1.WeightedAddr.MetricLabelsEntry
-	13, // 9: lightmesh.destination.v1.WeightedAddr.labels:type_name -> lightmesh.destination.v1.WeightedAddr.LabelsEntry
-	4,  // 10: lightmesh.destination.v1.Destination.Get:input_type -> lightmesh.destination.v1.GetDestination
-	4,  // 11: lightmesh.destination.v1.Destination.GetOutboundPolicy:input_type -> lightmesh.destination.v1.GetDestination
+	13, // 8: lightmesh.destination.v1.WeightedAddr.metric_labels:type_name -> lightmesh.destination.v1.WeightedAddr.MetricLabelsEntry
+	14, // 9: lightmesh.destination.v1.WeightedAddr.labels:type_name -> lightmesh.destination.v1.WeightedAddr.LabelsEntry
+	5,  // 10: lightmesh.destination.v1.Destination.Get:input_type -> lightmesh.destination.v1.GetDestination
+	5,  // 11: lightmesh.destination.v1.Destination.GetOutboundPolicy:input_type -> lightmesh.destination.v1.GetDestination
 	1,  // 12: lightmesh.destination.v1.Destination.GetInboundPolicy:input_type -> lightmesh.destination.v1.GetInboundPolicy
-	5,  // 13: lightmesh.destination.v1.Destination.Get:output_type -> lightmesh.destination.v1.Update
-	2,  // 14: lightmesh.destination.v1.Destination.GetOutboundPolicy:output_type -> lightmesh.destination.v1.OutboundPolicy
-	3,  // 15: lightmesh.destination.v1.Destination.GetInboundPolicy:output_type -> lightmesh.destination.v1.InboundPolicy
-	13, // [13:16] is the sub-list for method output_type
-	10, // [10:13] is the sub-list for method input_type
+	1,  // 13: lightmesh.destination.v1.Destination.GetGatewayPolicy:input_type -> lightmesh.destination.v1.GetInboundPolicy
+	6,  // 14: lightmesh.destination.v1.Destination.Get:output_type -> lightmesh.destination.v1.Update
+	2,  // 15: lightmesh.destination.v1.Destination.GetOutboundPolicy:output_type -> lightmesh.destination.v1.OutboundPolicy
+	4,  // 16: lightmesh.destination.v1.Destination.GetInboundPolicy:output_type -> lightmesh.destination.v1.InboundPolicy
+	3,  // 17: lightmesh.destination.v1.Destination.GetGatewayPolicy:output_type -> lightmesh.destination.v1.GatewayPolicy
+	14, // [14:18] is the sub-list for method output_type
+	10, // [10:14] is the sub-list for method input_type
 	10, // [10:10] is the sub-list for extension type_name
 	10, // [10:10] is the sub-list for extension extendee
 	0,  // [0:10] is the sub-list for field type_name
@@ -813,7 +875,7 @@ func file_controller_api_destination_v1_destination_proto_init() {
 	if File_controller_api_destination_v1_destination_proto != nil {
 		return
 	}
-	file_controller_api_destination_v1_destination_proto_msgTypes[4].OneofWrappers = []any{
+	file_controller_api_destination_v1_destination_proto_msgTypes[5].OneofWrappers = []any{
 		(*Update_Add)(nil),
 		(*Update_Remove)(nil),
 		(*Update_NoEndpoints)(nil),
@@ -824,7 +886,7 @@ func file_controller_api_destination_v1_destination_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controller_api_destination_v1_destination_proto_rawDesc), len(file_controller_api_destination_v1_destination_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,7 @@ const (
 	Destination_Get_FullMethodName               = "/lightmesh.destination.v1.Destination/Get"
 	Destination_GetOutboundPolicy_FullMethodName = "/lightmesh.destination.v1.Destination/GetOutboundPolicy"
 	Destination_GetInboundPolicy_FullMethodName  = "/lightmesh.destination.v1.Destination/GetInboundPolicy"
+	Destination_GetGatewayPolicy_FullMethodName  = "/lightmesh.destination.v1.Destination/GetGatewayPolicy"
 )
 
 // DestinationClient is the client API for Destination service.
@@ -52,6 +53,10 @@ type DestinationClient interface {
 	// PERMISSION_DENIED for another identity, NOT_FOUND is never returned: an unknown pod
 	// gets the defaults until it appears.
 	GetInboundPolicy(ctx context.Context, in *GetInboundPolicy, opts ...grpc.CallOption) (grpc.ServerStreamingClient[InboundPolicy], error)
+	// GetGatewayPolicy streams what an ingress gateway pod serves: the listeners of the Istio
+	// Gateways whose selector matches the pod's labels and the route tables bound to them.
+	// Same rules as GetInboundPolicy (the caller must be the pod's own identity).
+	GetGatewayPolicy(ctx context.Context, in *GetInboundPolicy, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GatewayPolicy], error)
 }
 
 type destinationClient struct {
@@ -119,6 +124,25 @@ func (c *destinationClient) GetInboundPolicy(ctx context.Context, in *GetInbound
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Destination_GetInboundPolicyClient = grpc.ServerStreamingClient[InboundPolicy]
 
+func (c *destinationClient) GetGatewayPolicy(ctx context.Context, in *GetInboundPolicy, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GatewayPolicy], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Destination_ServiceDesc.Streams[3], Destination_GetGatewayPolicy_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[GetInboundPolicy, GatewayPolicy]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Destination_GetGatewayPolicyClient = grpc.ServerStreamingClient[GatewayPolicy]
+
 // DestinationServer is the server API for Destination service.
 // All implementations must embed UnimplementedDestinationServer
 // for forward compatibility.
@@ -143,6 +167,10 @@ type DestinationServer interface {
 	// PERMISSION_DENIED for another identity, NOT_FOUND is never returned: an unknown pod
 	// gets the defaults until it appears.
 	GetInboundPolicy(*GetInboundPolicy, grpc.ServerStreamingServer[InboundPolicy]) error
+	// GetGatewayPolicy streams what an ingress gateway pod serves: the listeners of the Istio
+	// Gateways whose selector matches the pod's labels and the route tables bound to them.
+	// Same rules as GetInboundPolicy (the caller must be the pod's own identity).
+	GetGatewayPolicy(*GetInboundPolicy, grpc.ServerStreamingServer[GatewayPolicy]) error
 	mustEmbedUnimplementedDestinationServer()
 }
 
@@ -161,6 +189,9 @@ func (UnimplementedDestinationServer) GetOutboundPolicy(*GetDestination, grpc.Se
 }
 func (UnimplementedDestinationServer) GetInboundPolicy(*GetInboundPolicy, grpc.ServerStreamingServer[InboundPolicy]) error {
 	return status.Error(codes.Unimplemented, "method GetInboundPolicy not implemented")
+}
+func (UnimplementedDestinationServer) GetGatewayPolicy(*GetInboundPolicy, grpc.ServerStreamingServer[GatewayPolicy]) error {
+	return status.Error(codes.Unimplemented, "method GetGatewayPolicy not implemented")
 }
 func (UnimplementedDestinationServer) mustEmbedUnimplementedDestinationServer() {}
 func (UnimplementedDestinationServer) testEmbeddedByValue()                     {}
@@ -216,6 +247,17 @@ func _Destination_GetInboundPolicy_Handler(srv interface{}, stream grpc.ServerSt
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Destination_GetInboundPolicyServer = grpc.ServerStreamingServer[InboundPolicy]
 
+func _Destination_GetGatewayPolicy_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(GetInboundPolicy)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(DestinationServer).GetGatewayPolicy(m, &grpc.GenericServerStream[GetInboundPolicy, GatewayPolicy]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Destination_GetGatewayPolicyServer = grpc.ServerStreamingServer[GatewayPolicy]
+
 // Destination_ServiceDesc is the grpc.ServiceDesc for Destination service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -237,6 +279,11 @@ var Destination_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "GetInboundPolicy",
 			Handler:       _Destination_GetInboundPolicy_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "GetGatewayPolicy",
+			Handler:       _Destination_GetGatewayPolicy_Handler,
 			ServerStreams: true,
 		},
 	},
