@@ -157,6 +157,7 @@ func Run(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 			Addr: cfg.DestinationAddr, ServerName: cfg.DestinationServerName, Source: src,
 			ContextToken: cfg.PodNamespace + "/" + cfg.PodName, Logger: log,
 			PodNamespace: cfg.PodNamespace, PodName: cfg.PodName,
+			Gateway: cfg.GatewayListeners != nil,
 		})
 		if err != nil {
 			return fmt.Errorf("refusing to start: %w", err)
@@ -164,10 +165,17 @@ func Run(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 		resolvers = append(resolvers, client)
 		opts.Balancer = &discovery.PeakEWMA{}
 		opts.Policy = client
+		if cfg.GatewayListeners != nil {
+			opts.Gateway = &dataplane.GatewayOptions{Listeners: cfg.GatewayListeners, Policy: client.Gateway}
+			log.Info("running as an ingress gateway", "listeners", cfg.GatewayListeners)
+		}
 		if cfg.PodNamespace == "" || cfg.PodName == "" {
 			log.Warn("MESH_PROXY_POD_NAMESPACE or MESH_PROXY_POD_NAME is not set: no inbound policy (PeerAuthentication, AuthorizationPolicy) is applied")
 		}
 		log.Info("resolving outbound traffic and policy through the destination service", "addr", cfg.DestinationAddr)
+	}
+	if cfg.GatewayListeners != nil && opts.Gateway == nil {
+		return errors.New("refusing to start: MESH_PROXY_INGRESS_MODE needs the destination service (MESH_PROXY_DESTINATION_ADDR) and identity, and MESH_PROXY_POD_NAMESPACE and MESH_PROXY_POD_NAME, to learn its Gateways")
 	}
 	switch len(resolvers) {
 	case 0:

@@ -45,6 +45,9 @@ type Config struct {
 	MaxHeaderBytes, MaxHeaderCount       int
 	ReadHeaderTimeout, IdleTimeout       time.Duration
 	BodyReadTimeout                      time.Duration
+	// GatewayListeners (INGRESS_MODE) maps Gateway server ports to listen addresses; nil
+	// when the proxy is not a gateway.
+	GatewayListeners map[uint32]string
 	// Tracing, when set, makes a span per request (TRACING_AGENT_ADDR set).
 	Tracing      *tracing.Config
 	LogLevel     slog.Level
@@ -104,7 +107,8 @@ var Variables = []Variable{
 	{"POD_NAMESPACE", "", "the pod's namespace (downward API); with SERVICE_ACCOUNT it names the proxy's identity; required with IDENTITY_ADDR; with POD_NAME and DESTINATION_ADDR, the pod whose inbound policy is streamed"},
 	{"SERVICE_ACCOUNT", "", "the pod's ServiceAccount (downward API); required with IDENTITY_ADDR"},
 	{"POD_NAME", "", "the pod's name (downward API), for logs; with POD_NAMESPACE and DESTINATION_ADDR, the proxy streams its inbound policy (PeerAuthentication, AuthorizationPolicy)"},
-	{"INGRESS_MODE", "false", "true runs the proxy as an ingress gateway; not built yet, so true refuses to start"},
+	{"INGRESS_MODE", "false", "true runs the proxy as an ingress gateway too: it serves GATEWAY_LISTENERS with the Istio Gateways that select its pod (needs DESTINATION_ADDR, POD_NAMESPACE and POD_NAME)"},
+	{"GATEWAY_LISTENERS", "80=0.0.0.0:8080", "with INGRESS_MODE: Gateway server port=listen address, comma-separated (the gateway Service maps each port to its address)"},
 	{"DESTINATION_ADDR", "", "the controller's destination service (host:port); set: outbound traffic is resolved through it and routing and authorization policy come from it (mTLS with the proxy's certificate), unset: STATIC_DESTINATIONS or passthrough, and no policy"},
 	{"DESTINATION_SERVER_NAME", "", "DNS name the destination service's certificate must have (default: the host of DESTINATION_ADDR)"},
 	{"TRACING_AGENT_ADDR", "", "the Jaeger agent (host:6831, UDP); set: the proxy makes a span per request, propagating uber-trace-id, B3 and W3C traceparent"},
@@ -175,7 +179,20 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 		c.Destinations = table
 	}
 	if l.bool("INGRESS_MODE") {
-		l.fail("INGRESS_MODE", "true", "the ingress gateway mode is not built yet; leave it unset (lightmesh.io/inject: ingress is not supported yet)")
+		c.GatewayListeners = map[uint32]string{}
+		spec := l.string("GATEWAY_LISTENERS")
+		for _, entry := range strings.Split(spec, ",") {
+			port, addr, ok := strings.Cut(strings.TrimSpace(entry), "=")
+			n, err := strconv.ParseUint(port, 10, 16)
+			if _, _, aerr := net.SplitHostPort(addr); !ok || err != nil || n == 0 || aerr != nil {
+				l.fail("GATEWAY_LISTENERS", spec, "write PORT=ADDRESS pairs, comma-separated, such as 80=0.0.0.0:8080")
+				break
+			}
+			c.GatewayListeners[uint32(n)] = addr
+		}
+		if l.string("DESTINATION_ADDR") == "" || l.string("POD_NAMESPACE") == "" || l.string("POD_NAME") == "" {
+			l.fail("INGRESS_MODE", "true", "a gateway learns its Gateways from the destination service: set DESTINATION_ADDR, POD_NAMESPACE and POD_NAME too (mesh inject does)")
+		}
 	}
 	c.loadIdentity(&l)
 	c.loadTracing(&l)

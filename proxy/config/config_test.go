@@ -102,3 +102,31 @@ func TestTracingAndBodyTimeout(t *testing.T) {
 		}
 	}
 }
+
+func TestIngressMode(t *testing.T) {
+	gateway := map[string]string{"INGRESS_MODE": "true", "DESTINATION_ADDR": "destination.lightmesh.svc.cluster.local:8086",
+		"POD_NAMESPACE": "lightmesh", "POD_NAME": "ingress-1"}
+	c, err := Load(env(gateway))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.GatewayListeners) != 1 || c.GatewayListeners[80] != "0.0.0.0:8080" {
+		t.Errorf("default listeners %v", c.GatewayListeners)
+	}
+	gateway["GATEWAY_LISTENERS"] = "80=0.0.0.0:8080, 8000=127.0.0.1:9000"
+	if c, err := Load(env(gateway)); err != nil || c.GatewayListeners[8000] != "127.0.0.1:9000" {
+		t.Errorf("listeners %v, %v", c.GatewayListeners, err)
+	}
+	if c, _ := Load(env(nil)); c.GatewayListeners != nil {
+		t.Error("a sidecar has gateway listeners")
+	}
+	for _, bad := range []map[string]string{
+		{"INGRESS_MODE": "true"}, // no destination service or pod
+		{"INGRESS_MODE": "true", "DESTINATION_ADDR": "d:8086", "POD_NAMESPACE": "n", "POD_NAME": "p", "GATEWAY_LISTENERS": "80"},
+		{"INGRESS_MODE": "true", "DESTINATION_ADDR": "d:8086", "POD_NAMESPACE": "n", "POD_NAME": "p", "GATEWAY_LISTENERS": "0=0.0.0.0:8080"},
+	} {
+		if _, err := Load(env(bad)); err == nil || !strings.Contains(err.Error(), "MESH_PROXY_") {
+			t.Errorf("%v: %v, want an error naming the variable", bad, err)
+		}
+	}
+}
