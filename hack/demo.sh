@@ -3,7 +3,8 @@
 #
 # up: uses the cluster of $KUBECONFIG when one answers, else starts the local cluster
 # (hack/cluster.sh); builds the binaries and images (imported into the local cluster's
-# containerd); installs the control plane (or upgrades the one there), meshes the demo app
+# containerd); installs the control plane with the ingress gateway (or upgrades the one
+# there), meshes the demo app
 # (demo/manifests through `mesh inject`), applies the seed's Istio files when their CRDs are
 # served, waits for every rollout, and shows `mesh check` and `mesh stat` with traffic
 # flowing. Everything keeps running. A second run reuses what is there.
@@ -73,16 +74,15 @@ installed() { kubectl_cmd get namespace "$MESH_NS" >/dev/null 2>&1 && kubectl_cm
 
 install_mesh() {
   if installed; then
-    if "$MESH" upgrade --help >/dev/null 2>&1; then
-      echo "lightmesh is installed in $MESH_NS: upgrading it"
-      "$MESH" upgrade --set namespace="$MESH_NS" "${INSTALL_ARGS[@]}" | kubectl_cmd apply -f -
-    else
-      echo "lightmesh is installed in $MESH_NS: keeping it"
-    fi
+    echo "lightmesh is installed in $MESH_NS: upgrading it, and restarting it on the images just built"
+    "$MESH" upgrade --ingress --control-plane-namespace "$MESH_NS" "${INSTALL_ARGS[@]}" | kubectl_cmd apply -f -
+    # The images keep their tag from build to build: restart so the new ones run.
+    kubectl_cmd -n "$MESH_NS" rollout restart deploy/lightmesh-controller deploy/lightmesh-ingress
   else
-    "$MESH" install --set namespace="$MESH_NS" "${INSTALL_ARGS[@]}" | kubectl_cmd apply -f -
+    "$MESH" install --ingress --set namespace="$MESH_NS" "${INSTALL_ARGS[@]}" | kubectl_cmd apply -f -
   fi
   kubectl_cmd -n "$MESH_NS" rollout status deploy/lightmesh-controller --timeout="${ROLLOUT_TIMEOUT}s"
+  kubectl_cmd -n "$MESH_NS" rollout status deploy/lightmesh-ingress --timeout="${ROLLOUT_TIMEOUT}s"
 }
 
 check_mesh() {
@@ -90,8 +90,14 @@ check_mesh() {
 }
 
 mesh_demo() {
+  local existed=0
+  kubectl_cmd get namespace "$DEMO_NS" >/dev/null 2>&1 && existed=1
   kubectl_cmd apply -f demo/manifests/00-namespace.yaml
   "$MESH" inject demo/manifests/ | kubectl_cmd apply -f -
+  if [ "$existed" -eq 1 ]; then
+    # A second run: restart the demo so its pods get the proxy just built.
+    kubectl_cmd -n "$DEMO_NS" rollout restart deploy
+  fi
 }
 
 # The seed's Istio files need their CRDs (installed by mesh install).
@@ -155,14 +161,23 @@ up() {
   echo
   "$MESH" stat deploy -n "$DEMO_NS" --control-plane-namespace "$MESH_NS"
   echo
+  local node_ip node_port
+  node_ip=$(kubectl_cmd get nodes -o jsonpath='{.items[0].status.addresses[?(@.type=="InternalIP")].address}')
+  node_port=$(kubectl_cmd -n "$MESH_NS" get service lightmesh-ingress -o jsonpath='{.spec.ports[0].nodePort}')
   cat <<EOF
 The demo is running (KUBECONFIG=$KUBECONFIG). Logs of each step: $LOG_DIR
-  mesh stat deploy -n $DEMO_NS            golden metrics per deployment
+  curl http://$node_ip:$node_port/api/orders/1  through the ingress gateway (the seed's Gateway)
+  bin/mesh stat deploy -n $DEMO_NS        golden metrics per deployment
   kubectl -n $DEMO_NS logs -f deploy/traffic   what the traffic generator sees
-  mesh dashboard                           the dashboard, when built (issue 10)
+  bin/mesh dashboard                       the dashboard: serves http://localhost:50750 until Ctrl-C
 Stop it with 'make demo-down' (removes the demo and the mesh; 'make cluster-down' stops the
 local cluster).
 EOF
+}
+
+# remove_mesh deletes what mesh uninstall lists (the CRDs too once nothing uses them).
+remove_mesh() {
+  "$MESH" uninstall --control-plane-namespace "$MESH_NS" | kubectl_cmd delete --ignore-not-found --wait --timeout=120s -f -
 }
 
 down() {
@@ -173,11 +188,7 @@ down() {
   fi
   step remove-demo kubectl_cmd delete namespace "$DEMO_NS" --ignore-not-found --wait --timeout=120s
   if installed; then
-    if "$MESH" uninstall --help >/dev/null 2>&1; then
-      step remove-mesh sh -c "'$MESH' uninstall --set namespace='$MESH_NS' | '$(command -v kubectl || echo "$KUBE_BIN_DIR/kubectl")' delete --ignore-not-found --wait --timeout=120s -f -"
-    else
-      step remove-mesh sh -c "'$MESH' install --set namespace='$MESH_NS' --ignore-cluster | '$(command -v kubectl || echo "$KUBE_BIN_DIR/kubectl")' delete --ignore-not-found --wait --timeout=120s -f -"
-    fi
+    step remove-mesh remove_mesh
   fi
   echo "the demo is removed; the cluster keeps running ('make cluster-down' stops the local one)"
 }

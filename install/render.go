@@ -166,6 +166,13 @@ func RenderWith(v Values, id Identity, opts RenderOptions) ([]map[string]any, er
 		return nil, err
 	}
 	typed = append(typed, extra...)
+	if v.Ingress.Enabled {
+		objs, err := ingress(v)
+		if err != nil {
+			return nil, err
+		}
+		typed = append(typed, objs...)
+	}
 	typed = append(typed, mutatingWebhook(v, webhookTLS.CABundlePEM))
 	objects := CRDObjects(opts.SkipCRDs)
 	for _, o := range typed {

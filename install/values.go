@@ -52,6 +52,10 @@ type Values struct {
 	// Jaeger client settings (jaeger-config: sampling.type/param, reporter.logSpans and
 	// localAgentHostPort). With the Jaeger add-on and no agent address, the add-on's agent.
 	Tracing TracingValues `json:"tracing"`
+
+	// Ingress (mesh install --ingress) deploys the ingress gateway: pods labelled
+	// istio: ingressgateway that serve the Istio Gateways selecting them.
+	Ingress IngressValues `json:"ingress"`
 }
 
 // TracingValues are the proxies' Jaeger client settings.
@@ -206,6 +210,7 @@ func DefaultValues() Values {
 			Limits:   ResourceList{CPU: "1", Memory: "1Gi"},
 		}},
 		Tracing: TracingValues{Sampling: TracingSampling{Type: "const", Param: 1}},
+		Ingress: IngressValues{Replicas: 1},
 	}
 }
 
@@ -615,6 +620,9 @@ func (v *Values) StoredYAML() ([]byte, error) {
 	}
 	if v.Tracing == defaults.Tracing {
 		delete(tree, "tracing")
+	}
+	if v.Ingress == defaults.Ingress {
+		delete(tree, "ingress")
 	}
 	for key, pair := range map[string][2]AddonValues{
 		"prometheus": {v.Prometheus, defaults.Prometheus},

@@ -35,6 +35,8 @@ type installOptions struct {
 	issuerKeyFile         string
 	// ha applies the high-availability values before -f and --set.
 	ha bool
+	// ingress deploys the ingress gateway (ingress.enabled), before -f and --set.
+	ingress bool
 	// crds renders only the CustomResourceDefinitions.
 	crds bool
 	// clock is the time certificates are generated and checked at; nil is the system clock.
@@ -99,6 +101,7 @@ someone else (Istio, the upstream Gateway API), saying so on stderr.`,
 	flags.StringArrayVarP(&opts.valuesFiles, "values", "f", nil, "a values YAML file (repeatable; later files win)")
 	flags.StringArrayVar(&opts.set, "set", nil, "set a value, like proxy.logLevel=debug (repeatable; applied after -f)")
 	flags.BoolVar(&opts.ha, "ha", opts.ha, "high availability: 3 controller replicas spread over nodes, a PodDisruptionBudget, webhook failurePolicy Fail")
+	flags.BoolVar(&opts.ingress, "ingress", opts.ingress, "deploy the ingress gateway: pods labelled istio: ingressgateway serving the Istio Gateways that select them, behind a NodePort Service on port 80 (ingress.enabled)")
 	flags.BoolVar(&opts.crds, "crds", opts.crds, "print only the CustomResourceDefinitions")
 	flags.BoolVar(&opts.showValues, "show-values", opts.showValues, "print the values (defaults, -f, --set) as YAML instead of the manifests; empty images follow imageRegistry and the version")
 	flags.StringVar(&opts.trustAnchorsFile, "identity-trust-anchors-file", "", "PEM file of the trust anchors (root CAs)")
@@ -135,6 +138,9 @@ func (o *installOptions) values() (install.Values, error) {
 func (o *installOptions) valuesOver(values install.Values) (install.Values, error) {
 	if o.ha {
 		install.HAValues(&values)
+	}
+	if o.ingress {
+		values.Ingress.Enabled = true
 	}
 	for _, file := range o.valuesFiles {
 		data, err := readBounded(file, maxValuesFileBytes)

@@ -34,9 +34,10 @@ func TestInstallGolden(t *testing.T) {
 		"install-default.json": installArgs("-o", "json"),
 		"install-custom.yaml": installArgs("-f", "testdata/values.yaml",
 			"--set", "proxy.logLevel=debug", "--set", "controller.replicas=3", "--set", "proxy.skipOutboundPorts=5432"),
-		"install-ha.yaml":     installArgs("--ha"),
-		"install-addons.yaml": installArgs("--set", "prometheus.enabled=true", "--set", "grafana.enabled=true", "--set", "jaeger.enabled=true", "--set", "namespace=mesh-obs"),
-		"install-crds.yaml":   installArgs("--crds"),
+		"install-ha.yaml":      installArgs("--ha"),
+		"install-ingress.yaml": installArgs("--ingress", "--set", "ingress.nodePort=30080", "--set", "tracing.enabled=true", "--set", "tracing.reporter.localAgentHostPort=jaeger-agent.observability:6831"),
+		"install-addons.yaml":  installArgs("--set", "prometheus.enabled=true", "--set", "grafana.enabled=true", "--set", "jaeger.enabled=true", "--set", "namespace=mesh-obs"),
+		"install-crds.yaml":    installArgs("--crds"),
 	}
 	for name, args := range cases {
 		t.Run(name, func(t *testing.T) {

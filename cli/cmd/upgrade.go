@@ -53,6 +53,7 @@ The CRDs the cluster has from someone else (Istio, the upstream Gateway API) are
 	flags.StringArrayVarP(&opts.valuesFiles, "values", "f", nil, "a values YAML file applied over the stored values (repeatable; later files win)")
 	flags.StringArrayVar(&opts.set, "set", nil, "set a value over the stored values, like proxy.logLevel=debug (repeatable; applied after -f)")
 	flags.BoolVar(&opts.ha, "ha", opts.ha, "turn on high availability (see mesh install --ha)")
+	flags.BoolVar(&opts.ingress, "ingress", opts.ingress, "deploy the ingress gateway (see mesh install --ingress)")
 	flags.BoolVar(&opts.showValues, "show-values", opts.showValues, "print the upgraded values instead of the manifests")
 	flags.StringVar(&opts.trustAnchorsFile, "identity-trust-anchors-file", "", "PEM file of new trust anchors (default: the installed ones)")
 	flags.StringVar(&opts.issuerCertificateFile, "identity-issuer-certificate-file", "", "PEM file of a new issuer certificate")
