@@ -123,11 +123,18 @@ func (b *PeakEWMA) Pick(dst *Destination) (Endpoint, error) {
 	}
 	a, c := dst.Endpoints[i], dst.Endpoints[j]
 	now := b.now()
-	if b.load(c.Addr, now) < b.load(a.Addr, now) {
+	la, lc := b.load(a.Addr, now), b.load(c.Addr, now)
+	// Loads within tieMargin of each other are a tie, and a is already a random one of the
+	// two: replicas that answer about as fast share the traffic about evenly, instead of a
+	// ranking by small latency differences sending most of it to whichever is ahead.
+	if lc < la*tieMargin {
 		return c, nil
 	}
 	return a, nil
 }
+
+// tieMargin: a load below tieMargin times the other's is lower; above it, a tie.
+const tieMargin = 0.75
 
 // Load returns the endpoint's load now: its decayed latency average (ns) times one more than
 // its requests in flight.

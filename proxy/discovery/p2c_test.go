@@ -215,3 +215,38 @@ func BenchmarkPeakEWMAPickRelease(b *testing.B) {
 		r.Done(Success)
 	}
 }
+
+// Replicas that answer about as fast share the traffic about evenly (none under half its
+// fair share), while a clearly slower one still gets little.
+func TestPeakEWMASharesAmongSimilarEndpoints(t *testing.T) {
+	clock := identity.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	b := &PeakEWMA{Clock: clock}
+	latency := map[netip.AddrPort]time.Duration{}
+	dst := &Destination{Name: "echo"}
+	for i, ms := range []float64{1.8, 1.9, 2.0, 2.1, 2.2, 20} {
+		addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i + 1)}), 80)
+		dst.Endpoints = append(dst.Endpoints, Endpoint{Addr: addr})
+		latency[addr] = time.Duration(ms * float64(time.Millisecond))
+	}
+	picks := map[netip.AddrPort]int{}
+	const n = 6000
+	for range n {
+		ep, err := b.Pick(dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		picks[ep.Addr]++
+		b.Acquire(ep.Addr).DoneAfter(latency[ep.Addr], Success)
+		clock.Advance(5 * time.Millisecond) // 200 requests a second
+	}
+	slow := dst.Endpoints[5].Addr
+	fair := (n - picks[slow]) / 5
+	for _, ep := range dst.Endpoints[:5] {
+		if picks[ep.Addr] < fair/2 {
+			t.Errorf("%s (%s) got %d of %d picks, under half its fair share %d: %v", ep.Addr, latency[ep.Addr], picks[ep.Addr], n, fair, picks)
+		}
+	}
+	if picks[slow] > n/20 {
+		t.Errorf("the endpoint ten times slower got %d of %d picks", picks[slow], n)
+	}
+}

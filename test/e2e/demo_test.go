@@ -125,6 +125,7 @@ func TestDemo(t *testing.T) {
 
 	seedChecks(t, c)
 	t.Run("Gateway", func(t *testing.T) { gatewayCheck(t, c) })
+	t.Run("OutlierDetection", func(t *testing.T) { outlierCheck(t, c) })
 	t.Run("Dashboard", func(t *testing.T) { dashboardCheck(t, c, mesh) })
 	t.Run("Tracing", func(t *testing.T) { tracingCheck(t, tracer) })
 
@@ -225,6 +226,73 @@ func seedChecks(t *testing.T, c *cluster) {
 			t.Errorf("want at least one 503 overflow and at most 20 answers from v1; got %d overflows, %d from v1:\n%s", overflow, v1ok, strings.Join(lines, "\n"))
 		}
 	})
+}
+
+// outlierCheck: circuit-breaker.yaml's outlierDetection (consecutive5xxErrors 3, interval
+// 30s, baseEjectionTime 30s, maxEjectionPercent 50) on user-service. A second v1 endpoint
+// that answers 500 to everything joins the Service; a client proxy sending a steady 5
+// requests a second sees at most 3 of its 500s in a row, then none while it is ejected (at
+// least 20 s), then the endpoint comes back after baseEjectionTime and is ejected again.
+func outlierCheck(t *testing.T, c *cluster) {
+	c.apply(t, "microservices", fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: user-service-failing
+  labels: {app: user-service, version: v1}
+spec:
+  serviceAccountName: user-service
+  containers:
+  - name: user-service
+    image: %s
+    imagePullPolicy: IfNotPresent
+    env: [{name: VERSION, value: v1}, {name: FAIL_EVERY, value: "1"}]
+    ports: [{name: http, containerPort: 8080}, {name: grpc, containerPort: 9090}]
+    readinessProbe: {httpGet: {path: /healthz, port: http}, periodSeconds: 2}
+`, testImage("demo-user-service")))
+	defer func() {
+		_, _ = c.run(t, time.Minute, "-n", "microservices", "delete", "pod", "user-service-failing", "--wait=false")
+	}()
+	if _, err := c.run(t, 3*time.Minute, "-n", "microservices", "wait", "--for=condition=Ready", "pod/user-service-failing", "--timeout=150s"); err != nil {
+		t.Fatalf("the failing endpoint did not become ready: %v", err)
+	}
+	out := runTrafficPod(t, c, "order-service", []string{"--order-url=", "--user-url=http://user-service.microservices.svc.cluster.local",
+		"--rps=5", "--duration=100s", "--report-every=5s", "--timeout=5s"})
+	var fails []int
+	for _, line := range strings.Split(out, "\n") {
+		if !strings.HasPrefix(line, "traffic ") {
+			continue
+		}
+		counts, err := lastTrafficLine(line)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fails = append(fails, counts["user-service"]["500"])
+	}
+	// fails[i] is the cumulative count of 500s at 5 s intervals; the endpoint is ejected
+	// where the count stops growing.
+	first := -1
+	for i := 0; i+1 < len(fails); i++ {
+		if fails[i] > 0 && fails[i+1] == fails[i] {
+			first = i
+			break
+		}
+	}
+	if first < 0 {
+		t.Fatalf("the failing endpoint was never ejected: 500s at 5 s intervals %v", fails)
+	}
+	if fails[first] > 3 {
+		t.Errorf("%d answers of 500 before the endpoint was ejected, want at most 3 (consecutive5xxErrors): %v", fails[first], fails)
+	}
+	flat := 0
+	for i := first + 1; i < len(fails) && fails[i] == fails[first]; i++ {
+		flat++
+	}
+	if flat < 4 {
+		t.Errorf("the ejected endpoint was back within %d s, want at least 20 (baseEjectionTime 30s): %v", 5*flat, fails)
+	}
+	if fails[len(fails)-1] == fails[first] {
+		t.Errorf("the endpoint never came back after baseEjectionTime: %v", fails)
+	}
 }
 
 // gatewayCheck: the seed's Gateway and VirtualService (istio-gateway.yaml) on the ingress

@@ -1,7 +1,10 @@
 // Command e2e-echo is the small program the end-to-end tests run in pods.
 //
-//	e2e-echo serve [--addr :8080]
-//	    answers every HTTP request with the pod's name (its host name) and logs the request.
+//	e2e-echo serve [--addr :8080] [--drain 0s] [--quiet]
+//	    answers every HTTP request with the pod's name (its host name), in the body and in the
+//	    X-Echo-Pod header, and logs the request (not with --quiet). On SIGTERM it keeps serving
+//	    for --drain (/ready answers 503 meanwhile) as a well-behaved app does while its endpoint
+//	    is being removed, then stops, letting requests in flight finish.
 //	e2e-echo origdst-serve [--outbound 127.0.0.1:4140] [--inbound :4143]
 //	    stands where the proxy will: answers HTTP on the proxy's outbound and inbound ports
 //	    with the connection's original destination (SO_ORIGINAL_DST), as proxy-init's
@@ -10,7 +13,14 @@
 //	    sends GETs to URL, each on a new connection, until N different answers were seen (so a
 //	    Service spread the requests over N pods) or the timeout passes; prints each answer once.
 //	    With --grep it prints, instead, the lines of the first answer that contain TEXT (for
-//	    reading metrics).
+//	    reading metrics). With --print it prints the body of the first 200 answer.
+//	e2e-echo load URL [--rate 200] [--duration 0] [--timeout 2s] [--stats-addr ADDR] [--progress]
+//	    sends GETs to URL open-loop at a constant rate (each on schedule, whether or not earlier
+//	    ones answered) for --duration (0: until SIGTERM or SIGINT), then prints one JSON summary:
+//	    requests sent, successes, failures by kind (status, connect, reset, timeout, other) and,
+//	    per serving pod (X-Echo-Pod), its answers and the first and last time it answered. With
+//	    --stats-addr it serves the summary so far as JSON at /stats; with --progress it prints a
+//	    line to stderr every second.
 package main
 
 import (
@@ -25,6 +35,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -33,7 +44,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: e2e-echo serve|get ...")
+		fmt.Fprintln(os.Stderr, "usage: e2e-echo serve|origdst-serve|get|load ...")
 		os.Exit(2)
 	}
 	var err error
@@ -44,8 +55,10 @@ func main() {
 		err = origdstServe(os.Args[2:])
 	case "get":
 		err = get(os.Args[2:], os.Stdout)
+	case "load":
+		err = load(os.Args[2:], os.Stdout, os.Stderr)
 	default:
-		err = fmt.Errorf("unknown mode %q: use serve or get", os.Args[1])
+		err = fmt.Errorf("unknown mode %q: use serve, origdst-serve, get or load", os.Args[1])
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e-echo:", err)
@@ -53,9 +66,14 @@ func main() {
 	}
 }
 
+// podHeader names the pod that answered, in serve's answers.
+const podHeader = "X-Echo-Pod"
+
 func serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	addr := fs.String("addr", ":8080", "address to listen on")
+	drain := fs.Duration("drain", 0, "on SIGTERM, keep serving this long before stopping")
+	quiet := fs.Bool("quiet", false, "do not log every request")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -63,16 +81,34 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
+	var draining atomic.Bool
 	mux := http.NewServeMux()
+	mux.HandleFunc("/ready", func(w http.ResponseWriter, _ *http.Request) {
+		if draining.Load() {
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, name)
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		log.Printf("request %s %s from %s", r.Method, r.URL.Path, r.RemoteAddr)
+		if !*quiet {
+			log.Printf("request %s %s from %s", r.Method, r.URL.Path, r.RemoteAddr)
+		}
+		w.Header().Set(podHeader, name)
 		fmt.Fprintln(w, name)
 	})
 	srv := &http.Server{Addr: *addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	stopped := make(chan struct{})
 	go func() {
+		defer close(stopped)
 		<-ctx.Done()
+		if *drain > 0 {
+			draining.Store(true)
+			log.Printf("signalled: serving %s more while the endpoint is removed", *drain)
+			time.Sleep(*drain) // the drain period itself, not synchronisation
+		}
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(shutdownCtx)
@@ -81,6 +117,8 @@ func serve(args []string) error {
 	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
+	<-stopped
+	log.Printf("stopped")
 	return nil
 }
 
@@ -122,6 +160,7 @@ func get(args []string, out io.Writer) error {
 	want := fs.Int("want-distinct", 1, "stop after this many different answers")
 	timeout := fs.Duration("timeout", 60*time.Second, "give up after this long")
 	grep := fs.String("grep", "", "print the lines of the first answer that contain this text")
+	printBody := fs.Bool("print", false, "print the body of the first answer")
 	if len(args) < 1 {
 		return errors.New("get needs a URL")
 	}
@@ -154,6 +193,10 @@ func get(args []string, out io.Writer) error {
 		if resp.StatusCode != http.StatusOK {
 			lastErr = fmt.Errorf("status %d", resp.StatusCode)
 			continue
+		}
+		if *printBody {
+			_, err := out.Write(body)
+			return err
 		}
 		if *grep != "" {
 			for _, line := range strings.Split(string(body), "\n") {
