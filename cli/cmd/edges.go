@@ -99,19 +99,9 @@ func runEdges(ctx context.Context, out, errOut io.Writer, opts *edgesOptions) er
 	if namespace != "" {
 		params.Set("namespace", namespace)
 	}
-	ctx, cancel := context.WithTimeout(ctx, kubeTimeout)
-	defer cancel()
-	req := client.Get().AbsPath("/api/v1/namespaces", opts.controlPlaneNamespace, "services", statService, "proxy", stats.EdgesPath)
-	for k, v := range params {
-		req = req.Param(k, v[0])
-	}
-	body, err := req.DoRaw(ctx)
-	if err != nil {
-		return statError(opts.controlPlaneNamespace, err, body)
-	}
 	var resp stats.EdgesResponse
-	if err := json.Unmarshal(body, &resp); err != nil {
-		return fmt.Errorf("the stats service answered something other than edges (%w): is %s/%s lightmesh's stats service?", err, opts.controlPlaneNamespace, statService)
+	if err := queryStats(ctx, client, opts.controlPlaneNamespace, stats.EdgesPath, params, "edges", &resp); err != nil {
+		return err
 	}
 	if opts.output == statOutputJSON {
 		enc := json.NewEncoder(out)

@@ -183,19 +183,9 @@ func runStat(ctx context.Context, _ io.Reader, out, errOut io.Writer, opts *stat
 			params.Set(param, strings.ToLower(value))
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, kubeTimeout)
-	defer cancel()
-	req := client.Get().AbsPath("/api/v1/namespaces", opts.controlPlaneNamespace, "services", statService, "proxy", stats.APIPath)
-	for k, v := range params {
-		req = req.Param(k, v[0])
-	}
-	body, err := req.DoRaw(ctx)
-	if err != nil {
-		return statError(opts.controlPlaneNamespace, err, body)
-	}
 	var resp stats.Response
-	if err := json.Unmarshal(body, &resp); err != nil {
-		return fmt.Errorf("the stats service answered something other than stats (%w): is %s/%s lightmesh's stats service?", err, opts.controlPlaneNamespace, statService)
+	if err := queryStats(ctx, client, opts.controlPlaneNamespace, stats.APIPath, params, "stats", &resp); err != nil {
+		return err
 	}
 	if opts.output == statOutputJSON {
 		enc := json.NewEncoder(out)
@@ -207,6 +197,25 @@ func runStat(ctx context.Context, _ io.Reader, out, errOut io.Writer, opts *stat
 		return err
 	}
 	return writeStatTable(out, resp.Rows, namespace == "" && opts.resource != stats.ResourceNamespace, opts.output == statOutputWide)
+}
+
+// queryStats asks the stats service in cpNamespace (through the API server's service proxy)
+// for path with params and decodes its JSON answer (what names it in errors) into v.
+func queryStats(ctx context.Context, client rest.Interface, cpNamespace, path string, params url.Values, what string, v any) error {
+	ctx, cancel := context.WithTimeout(ctx, kubeTimeout)
+	defer cancel()
+	req := client.Get().AbsPath("/api/v1/namespaces", cpNamespace, "services", statService, "proxy", path)
+	for k, values := range params {
+		req = req.Param(k, values[0])
+	}
+	body, err := req.DoRaw(ctx)
+	if err != nil {
+		return statError(cpNamespace, err, body)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("the stats service answered something other than %s (%w): is %s/%s lightmesh's stats service?", what, err, cpNamespace, statService)
+	}
+	return nil
 }
 
 // statError explains a failed request to the stats service.

@@ -169,21 +169,7 @@ func (s *Service) GetInboundPolicy(req *destinationv1.GetInboundPolicy, stream d
 // fails. A pod not (yet) known gets the policy of its namespace for a workload without
 // labels, if caller is of that namespace.
 func (s *Service) SubscribeInboundPolicy(ctx context.Context, caller, namespace, name string, send func(*destinationv1.InboundPolicy) error) error {
-	if namespace == "" || name == "" {
-		return status.Error(codes.InvalidArgument, "give the pod's namespace and name")
-	}
-	id, err := meshid.ParseSpiffeID(caller)
-	if err != nil {
-		return status.Error(codes.PermissionDenied, "the caller has no workload identity: connect with the pod's proxy certificate")
-	}
-	sub := &subscriber{namespace: namespace, policy: true, dirty: make(chan struct{}, 1)}
-	defer s.register(sub)()
-	var last []byte
-	for {
-		pod, found := s.resolver.kube.pod(namespace, name)
-		if err := s.checkCaller(id, namespace, pod, found); err != nil {
-			return err
-		}
+	return s.subscribePod(ctx, caller, namespace, name, "inbound_policy", func(pod *corev1.Pod, found bool) any {
 		var labels map[string]string
 		if found {
 			labels = pod.Labels
@@ -192,23 +178,10 @@ func (s *Service) SubscribeInboundPolicy(ctx context.Context, caller, namespace,
 		if found {
 			p.Probes = probes(pod)
 		}
-		data, err := json.Marshal(p)
-		if err != nil {
-			return status.Error(codes.Internal, fmt.Sprintf("encode the policy: %v", err))
-		}
-		if last == nil || !bytes.Equal(data, last) {
-			s.updates.WithLabelValues("inbound_policy").Inc()
-			if err := send(&destinationv1.InboundPolicy{Format: PolicyFormat, Policy: data}); err != nil {
-				return err
-			}
-			last = data
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-sub.dirty:
-		}
-	}
+		return p
+	}, func(data []byte) error {
+		return send(&destinationv1.InboundPolicy{Format: PolicyFormat, Policy: data})
+	})
 }
 
 // GetGatewayPolicy streams the policy of the gateway pod req names.
@@ -226,6 +199,20 @@ func (s *Service) GetGatewayPolicy(req *destinationv1.GetInboundPolicy, stream d
 // pod's ServiceAccount identity, until ctx ends or send fails. A pod not (yet) known gets an
 // empty policy.
 func (s *Service) SubscribeGatewayPolicy(ctx context.Context, caller, namespace, name string, send func(*destinationv1.GatewayPolicy) error) error {
+	return s.subscribePod(ctx, caller, namespace, name, "gateway_policy", func(pod *corev1.Pod, found bool) any {
+		if !found {
+			return policy.GatewayPolicy{}
+		}
+		return policy.BuildGatewayPolicy(s.model(), pod.Labels)
+	}, func(data []byte) error {
+		return send(&destinationv1.GatewayPolicy{Format: PolicyFormat, Policy: data})
+	})
+}
+
+// subscribePod sends the JSON of build's policy for pod namespace/name to caller (checked as
+// checkCaller says) with send, the current state first, then each new one, until ctx ends
+// or send fails; kind labels the updates metric.
+func (s *Service) subscribePod(ctx context.Context, caller, namespace, name, kind string, build func(pod *corev1.Pod, found bool) any, send func([]byte) error) error {
 	if namespace == "" || name == "" {
 		return status.Error(codes.InvalidArgument, "give the pod's namespace and name")
 	}
@@ -241,17 +228,13 @@ func (s *Service) SubscribeGatewayPolicy(ctx context.Context, caller, namespace,
 		if err := s.checkCaller(id, namespace, pod, found); err != nil {
 			return err
 		}
-		var p policy.GatewayPolicy
-		if found {
-			p = policy.BuildGatewayPolicy(s.model(), pod.Labels)
-		}
-		data, err := json.Marshal(p)
+		data, err := json.Marshal(build(pod, found))
 		if err != nil {
 			return status.Error(codes.Internal, fmt.Sprintf("encode the policy: %v", err))
 		}
 		if last == nil || !bytes.Equal(data, last) {
-			s.updates.WithLabelValues("gateway_policy").Inc()
-			if err := send(&destinationv1.GatewayPolicy{Format: PolicyFormat, Policy: data}); err != nil {
+			s.updates.WithLabelValues(kind).Inc()
+			if err := send(data); err != nil {
 				return err
 			}
 			last = data

@@ -501,50 +501,48 @@ func (c *Client) streamOutbound(w *watch) (got bool, err error) {
 
 // streamInbound runs one GetInboundPolicy stream; got reports whether it received a policy.
 func (c *Client) streamInbound(w *watch) (got bool, err error) {
-	ctx, cancel := context.WithCancel(w.ctx)
-	defer cancel()
-	stream, err := c.api.GetInboundPolicy(ctx, &destinationv1.GetInboundPolicy{
-		Namespace: c.opts.PodNamespace, Pod: c.opts.PodName, ContextToken: c.opts.ContextToken,
-	})
-	if err != nil {
-		return false, err
-	}
-	for {
-		m, err := stream.Recv()
-		if err != nil {
-			return got, streamEnded(err)
-		}
-		var p policy.InboundPolicy
-		if !c.decode(w.key, m.GetFormat(), m.GetPolicy(), &p) {
-			continue
-		}
-		got = true
-		w.view.Store(&view{exists: true, inbound: &p})
-		w.once.Do(func() { close(w.ready) })
-	}
+	return streamPodPolicy(c, w, func(ctx context.Context, req *destinationv1.GetInboundPolicy) (func() (policyMessage, error), error) {
+		stream, err := c.api.GetInboundPolicy(ctx, req)
+		return func() (policyMessage, error) { return stream.Recv() }, err
+	}, func(p *policy.InboundPolicy) *view { return &view{exists: true, inbound: p} })
 }
 
 // streamGateway runs one GetGatewayPolicy stream; got reports whether it received a policy.
 func (c *Client) streamGateway(w *watch) (got bool, err error) {
+	return streamPodPolicy(c, w, func(ctx context.Context, req *destinationv1.GetInboundPolicy) (func() (policyMessage, error), error) {
+		stream, err := c.api.GetGatewayPolicy(ctx, req)
+		return func() (policyMessage, error) { return stream.Recv() }, err
+	}, func(p *policy.GatewayPolicy) *view { return &view{exists: true, gateway: p} })
+}
+
+// policyMessage is a policy stream's message: its format and the policy's JSON.
+type policyMessage interface {
+	GetFormat() string
+	GetPolicy() []byte
+}
+
+// streamPodPolicy runs one stream of the pod's policy of type T, opened by open, storing
+// each policy received in w's view (made by toView); got reports whether one came.
+func streamPodPolicy[T any](c *Client, w *watch, open func(context.Context, *destinationv1.GetInboundPolicy) (func() (policyMessage, error), error), toView func(*T) *view) (got bool, err error) {
 	ctx, cancel := context.WithCancel(w.ctx)
 	defer cancel()
-	stream, err := c.api.GetGatewayPolicy(ctx, &destinationv1.GetInboundPolicy{
+	recv, err := open(ctx, &destinationv1.GetInboundPolicy{
 		Namespace: c.opts.PodNamespace, Pod: c.opts.PodName, ContextToken: c.opts.ContextToken,
 	})
 	if err != nil {
 		return false, err
 	}
 	for {
-		m, err := stream.Recv()
+		m, err := recv()
 		if err != nil {
 			return got, streamEnded(err)
 		}
-		var p policy.GatewayPolicy
-		if !c.decode(w.key, m.GetFormat(), m.GetPolicy(), &p) {
+		p := new(T)
+		if !c.decode(w.key, m.GetFormat(), m.GetPolicy(), p) {
 			continue
 		}
 		got = true
-		w.view.Store(&view{exists: true, gateway: &p})
+		w.view.Store(toView(p))
 		w.once.Do(func() { close(w.ready) })
 	}
 }
