@@ -26,7 +26,9 @@ const (
 
 // PeakEWMA is the power-of-two-choices balancer over peak-EWMA latency (Finagle's and
 // Linkerd's): Pick draws two distinct endpoints at random and takes the one with the lower
-// load, its latency average times one more than its requests in flight. The average jumps
+// load, its latency average times one more than its requests in flight; loads within a
+// quarter of each other count as a tie and the first drawn is taken, so replicas that answer
+// about as fast share the traffic evenly rather than by small latency differences. The average jumps
 // to any latency above it (peak) and decays towards lower ones with time constant Decay, so a
 // slow endpoint is avoided at once and tried again gradually.
 //
