@@ -79,6 +79,7 @@ func TestExternalNameResolved(t *testing.T) {
 func TestPodIPAuthority(t *testing.T) {
 	meshed := pod("shop", "web-1", "web", "lightmesh")
 	meshed.Labels["version"] = "v2"
+	meshed.Annotations = map[string]string{"config.lightmesh.io/skip-inbound-ports": "9000-9001"}
 	meshed.Status.PodIP = "10.1.0.9"
 	meshed.Status.PodIPs = []corev1.PodIP{{IP: "10.1.0.9"}}
 	plain := pod("shop", "legacy", "legacy", "")
@@ -101,6 +102,12 @@ func TestPodIPAuthority(t *testing.T) {
 	}
 	if got[0].GetMetricLabels()[LabelPod] != "web-1" {
 		t.Errorf("metric labels %v", got[0].GetMetricLabels())
+	}
+	// The proxy's admin port and skipped inbound ports are reached in plain text.
+	for _, path := range []string{"10.1.0.9:4191", "10.1.0.9:9000"} {
+		if got := e.subscribe(path).nextAdd(); len(got) != 1 || got[0].GetTlsIdentity() != "" {
+			t.Errorf("%s is not intercepted by the pod's proxy, yet: %v", path, got)
+		}
 	}
 	got = e.subscribe("10.1.0.10:80").nextAdd()
 	if len(got) != 1 || got[0].GetTlsIdentity() != "" {

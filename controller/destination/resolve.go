@@ -197,7 +197,30 @@ func (r *resolver) podSnapshot(a authority) state {
 		MetricLabels: map[string]string{LabelNamespace: pod.Namespace},
 	}
 	r.podEndpoint(wa, pod, addr, nil)
+	if !intercepted(pod, a.port) {
+		// The pod's proxy does not take this port (its own ports, skip-inbound-ports): the
+		// client reaches it in plain text, as without the mesh.
+		wa.TlsIdentity, wa.ProtocolHint = "", destinationv1.ProtocolHint_PROTOCOL_HINT_UNSPECIFIED
+	}
 	return state{exists: true, endpoints: map[netip.AddrPort]*destinationv1.WeightedAddr{addr: wa}}
+}
+
+// intercepted reports whether the pod's proxy receives inbound connections to port: not its
+// own inbound and admin ports, nor the ports of config.lightmesh.io/skip-inbound-ports.
+func intercepted(pod *corev1.Pod, port uint32) bool {
+	if port == inject.InboundPort || port == inject.AdminPort {
+		return false
+	}
+	skip, err := inject.ParsePorts(pod.Annotations[inject.ConfigAnnotationPrefix+inject.KeySkipInboundPorts])
+	if err != nil {
+		return true
+	}
+	for _, r := range skip {
+		if uint32(r.First) <= port && port <= uint32(r.Last) {
+			return false
+		}
+	}
+	return true
 }
 
 // usable: ready (unknown counts as ready) and not terminating.

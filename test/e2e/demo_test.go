@@ -116,7 +116,9 @@ func TestDemo(t *testing.T) {
 	if share := float64(orders["v2"]) / float64(orders["v1"]+orders["v2"]); share < 0.04 || share > 0.18 {
 		t.Errorf("user-service v2 served %.1f %% of the orders, want about 10 %% (the seed's 90/10 split): %v", 100*share, orders)
 	}
-	if orders["fail"] > orders["ok"]/50 {
+	// A second make demo restarts order-service, which keeps orders in memory: the
+	// generator's GETs of orders made before answer 404 then. Anything else is a failure.
+	if orders["fail"]-orders["404"] > orders["ok"]/50 {
 		t.Errorf("orders failed: %v", orders)
 	}
 	if users["403"] == 0 || users["ok"] > users["403"]/10 {
