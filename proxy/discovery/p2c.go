@@ -15,13 +15,15 @@ import (
 // Defaults of PeakEWMA.
 const (
 	// DefaultDecay is the time constant of the latency average: an observation's weight
-	// falls to 1/e after it.
-	DefaultDecay = 10 * time.Second
+	// falls to 1/e after it. Finagle and Linkerd use 10 s; at that, one latency spike keeps a
+	// replica out of most picks for 20 s or more, so similar replicas do not share traffic
+	// evenly (issue 7 asks that none gets under half its fair share); 2 s recovers in about 5.
+	DefaultDecay = 2 * time.Second
 	// DefaultRTT is the latency assumed of an endpoint never observed.
 	DefaultRTT = 30 * time.Millisecond
 	// DefaultIdleTimeout is how long the statistics of an endpoint nobody sends to are kept:
 	// after ten decay constants its average has decayed to nothing anyway.
-	DefaultIdleTimeout = 10 * DefaultDecay
+	DefaultIdleTimeout = 100 * time.Second
 )
 
 // PeakEWMA is the power-of-two-choices balancer over peak-EWMA latency (Finagle's and

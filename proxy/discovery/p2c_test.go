@@ -250,3 +250,36 @@ func TestPeakEWMASharesAmongSimilarEndpoints(t *testing.T) {
 		t.Errorf("the endpoint ten times slower got %d of %d picks", picks[slow], n)
 	}
 }
+
+// One latency spike on a replica among similar ones costs it its share only briefly: over
+// the 15 s after it, it still gets at least half its fair share (200 requests a second).
+func TestPeakEWMARecoversFromASpike(t *testing.T) {
+	clock := identity.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	b := &PeakEWMA{Clock: clock}
+	dst := &Destination{Name: "echo"}
+	for i := range 5 {
+		addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i + 1)}), 80)
+		dst.Endpoints = append(dst.Endpoints, Endpoint{Addr: addr})
+	}
+	run := func(n int) map[netip.AddrPort]int {
+		picks := map[netip.AddrPort]int{}
+		for range n {
+			ep, err := b.Pick(dst)
+			if err != nil {
+				t.Fatal(err)
+			}
+			picks[ep.Addr]++
+			b.Acquire(ep.Addr).DoneAfter(1300*time.Microsecond, Success)
+			clock.Advance(5 * time.Millisecond)
+		}
+		return picks
+	}
+	run(12000) // a minute of warm-up: every replica's average settles near 1.3 ms
+	spiked := dst.Endpoints[0].Addr
+	b.Acquire(spiked).DoneAfter(20*time.Millisecond, Success)
+	const n = 3000
+	picks := run(n)
+	if picks[spiked] < n/5/2 {
+		t.Errorf("after one 20 ms spike the replica got %d of %d picks over 15 s, under half its fair share: %v", picks[spiked], n, picks)
+	}
+}
