@@ -161,6 +161,12 @@ bench: ## Go benchmarks of the hot paths, then the side-by-side data-plane bench
 		hack/ensure-packages.sh haproxy nginx $(TEST_PACKAGES) && $(GO) run ./bench $(BENCH_ARGS); \
 	fi
 
+.PHONY: bench-controlplane
+bench-controlplane: ## Control-plane figures: destination with 1,000 services, 10,000 endpoints and 5,000 streams; identity issuance; kubectl apply to the first proxied request (root; local cluster)
+	$(GO) test ./controller/destination -run '^$$' -bench 'BenchmarkScale/namespaces=(100|10)$$' -benchtime 200x
+	$(GO) test ./controller/identity -run '^$$' -bench 'BenchmarkCertify' -benchtime 3s
+	E2E_RUN='^TestApplyToFirstRequest$$' hack/test-e2e.sh
+
 .PHONY: bench-smoke
 bench-smoke: ## The side-by-side benchmark in a few seconds: every candidate carries traffic, the tables are produced (root)
 	@if [ "$$(id -u)" -ne 0 ]; then \

@@ -32,8 +32,9 @@ hack/build-jaeger.sh >/dev/null
 make --no-print-directory images
 
 status=0
+# E2E_RUN selects tests by name (go test -run), as make bench-controlplane does.
 KUBECONFIG="$CLUSTER_KUBECONFIG" KUBECTL="$KUBE_BIN_DIR/kubectl" \
-  go test -count=1 -tags e2e -timeout 40m -v ./test/e2e/... || status=$?
+  go test -count=1 -tags e2e -timeout 60m -v ${E2E_RUN:+-run "$E2E_RUN"} ./test/e2e/... || status=$?
 
 if [ "$status" -ne 0 ]; then
   # The cluster's logs go with it when it is stopped: show their ends now.
