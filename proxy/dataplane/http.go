@@ -250,6 +250,7 @@ func (p *Proxy) writeResponse(ex *Exchange, resp *http.Response) {
 	bufp := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(bufp)
 	buf := *bufp
+	var written int64
 	for {
 		n, rerr := resp.Body.Read(buf)
 		if n > 0 {
@@ -257,7 +258,11 @@ func (p *Proxy) writeResponse(ex *Exchange, resp *http.Response) {
 				ex.Failure = true
 				return
 			}
-			if flusher != nil {
+			written += int64(n)
+			// Flushed as it comes, except the last bytes of a body of known length: those
+			// go out with the end of the response (one write, one TLS record, one HTTP/2
+			// flush for head, body and end of stream instead of two).
+			if flusher != nil && (resp.ContentLength < 0 || written < resp.ContentLength) {
 				flusher.Flush()
 			}
 		}
