@@ -42,3 +42,49 @@ func TestWriteResponseFlushes(t *testing.T) {
 		})
 	}
 }
+
+// Small request bodies of known length are read into memory before an HTTP/1 round trip, so
+// net/http writes head and body at once; others keep streaming.
+func TestBufferSmallBody(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		length       int64
+		body         string
+		expect       string
+		wantBuffered bool
+		wantErr      bool
+	}{
+		{"small", 5, "hello", "", true, false},
+		{"at the limit", smallBodyLimit, strings.Repeat("x", smallBodyLimit), "", true, false},
+		{"over the limit", smallBodyLimit + 1, strings.Repeat("x", smallBodyLimit+1), "", false, false},
+		{"unknown length", -1, "hello", "", false, false},
+		{"expects 100-continue", 5, "hello", "100-continue", false, false},
+		{"shorter than announced", 10, "hello", "", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodPost, "http://example/", nil)
+			r.ContentLength = tc.length
+			r.Body = io.NopCloser(iotest.HalfReader(strings.NewReader(tc.body)))
+			if tc.expect != "" {
+				r.Header.Set("Expect", tc.expect)
+			}
+			err := bufferSmallBody(r)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err = %v, want error: %v", err, tc.wantErr)
+			}
+			if tc.wantErr {
+				return
+			}
+			_, buffered := r.Body.(interface {
+				WriteTo(io.Writer) (int64, error)
+			}) // io.NopCloser of a bytes.Reader
+			if buffered != tc.wantBuffered {
+				t.Errorf("buffered = %v, want %v", buffered, tc.wantBuffered)
+			}
+			got, err := io.ReadAll(r.Body)
+			if err != nil || string(got) != tc.body {
+				t.Errorf("the body reads %d bytes (%v), want the %d sent", len(got), err, len(tc.body))
+			}
+		})
+	}
+}

@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -208,10 +209,38 @@ func prepareUpstream(r *http.Request, target netip.AddrPort) {
 	}
 }
 
+// smallBodyLimit bounds the request bodies read into memory before an HTTP/1 round trip.
+const smallBodyLimit = 16 << 10
+
+// bufferSmallBody reads a request body of known length up to smallBodyLimit into memory.
+// net/http writes the head of a request whose body is in memory together with the body, in
+// one write; any other body gets the head flushed first (two writes and two wake-ups of the
+// application). A request that expects 100-continue keeps its streamed body: its client waits
+// for the answer to the head before it sends the body.
+func bufferSmallBody(r *http.Request) error {
+	if r.ContentLength <= 0 || r.ContentLength > smallBodyLimit || r.Body == nil || r.Body == http.NoBody ||
+		len(r.TransferEncoding) > 0 || r.Header.Get("Expect") != "" {
+		return nil
+	}
+	buf := make([]byte, r.ContentLength)
+	if _, err := io.ReadFull(r.Body, buf); err != nil {
+		return err
+	}
+	r.Body = io.NopCloser(bytes.NewReader(buf))
+	return nil
+}
+
 // roundTrip forwards ex.R with rt and streams the response back.
 func (p *Proxy) roundTrip(ex *Exchange, rt http.RoundTripper) {
 	r := ex.R
 	prepareUpstream(r, ex.Target)
+	if rt == http.RoundTripper(p.clients.h1) {
+		if err := bufferSmallBody(r); err != nil {
+			status, reason := classify(err)
+			p.fail(ex, status, reason, err)
+			return
+		}
+	}
 	var release discovery.Release
 	if ex.Balanced {
 		release = p.acquire(ex.Target)
