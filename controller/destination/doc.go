@@ -9,7 +9,8 @@
 // to this control plane (label lightmesh.io/control-plane-ns), and a protocol hint: HTTP/2
 // between meshed proxies, opaque for the pod's opaque ports; and the pod's labels (for
 // DestinationRule subsets). A pod IP that is no ClusterIP is that pod (with its identity when
-// meshed, so direct pod traffic gets mTLS). An ExternalName service's name is resolved with
+// meshed, so direct pod traffic gets mTLS; not on the ports its proxy leaves alone: 4143,
+// 4190, 4191 and skip-inbound-ports). An ExternalName service's name is resolved with
 // DNS (A and AAAA, the servers of /etc/resolv.conf unless configured) while someone
 // subscribes, again at the answer's TTL clamped to [5 s, 60 s]; its endpoints have the
 // authority's port and no identity, and a failed resolution keeps the last answer.
@@ -22,9 +23,14 @@
 // is sent only when the policy changed. Only the pod's own ServiceAccount identity may read
 // its inbound policy (PERMISSION_DENIED otherwise).
 //
-// Each subscriber has its own goroutine and a one-slot "dirty" signal: informer events never
-// block on a subscriber; a slow subscriber computes the newest state when it is ready to send,
-// so states it had no time to send are coalesced into one diff.
+// Every informer event fires the keys of its object (a Service's name and cluster IPs, an
+// EndpointSlice's Service, a Pod's name and IPs). The streams of one authority share a watch
+// that records the keys its state was computed from and is recomputed, once per change for
+// all its streams, by a small pool of workers when one of them fires. Each stream has its own
+// goroutine and a one-slot "newer state" signal: neither events nor workers ever block on a
+// stream; a slow stream diffs the newest state against what it last sent when it is ready to
+// send, so states it had no time to send are coalesced into one diff. Policy streams listen
+// to the policy model and to their authority's cluster IP or their own Pod the same way.
 //
 // The gRPC server is TLS-only, with a serving certificate from the identity issuer, and
 // requires client certificates that chain to the trust anchors: streams are authenticated by

@@ -33,9 +33,10 @@ const dnsTimeout = 3 * time.Second
 type externalNames struct {
 	servers []string // host:port
 	after   func(time.Duration) <-chan time.Time
-	notify  func(namespace string)
-	log     *slog.Logger
-	ctx     context.Context
+	// notify is called with a name whose answer changed.
+	notify func(name string)
+	log    *slog.Logger
+	ctx    context.Context
 
 	mu    sync.Mutex
 	names map[string]*externalName
@@ -137,15 +138,9 @@ func (x *externalNames) run(ctx context.Context, name string, e *externalName) {
 			changed = !e.resolved || !slices.Equal(e.addrs, addrs)
 			e.addrs, e.resolved, e.lastErr = addrs, true, ""
 		}
-		var namespaces []string
-		for ns := range e.refs {
-			namespaces = append(namespaces, ns)
-		}
 		x.mu.Unlock()
 		if changed {
-			for _, ns := range namespaces {
-				x.notify(ns)
-			}
+			x.notify(name)
 		}
 		select {
 		case <-ctx.Done():

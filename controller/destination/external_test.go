@@ -103,8 +103,9 @@ func TestPodIPAuthority(t *testing.T) {
 	if got[0].GetMetricLabels()[LabelPod] != "web-1" {
 		t.Errorf("metric labels %v", got[0].GetMetricLabels())
 	}
-	// The proxy's admin port and skipped inbound ports are reached in plain text.
-	for _, path := range []string{"10.1.0.9:4191", "10.1.0.9:9000"} {
+	// The proxy's own ports (admin, tap, inbound) and skipped inbound ports are reached in
+	// plain text: proxy-init does not redirect them.
+	for _, path := range []string{"10.1.0.9:4191", "10.1.0.9:4190", "10.1.0.9:4143", "10.1.0.9:9000"} {
 		if got := e.subscribe(path).nextAdd(); len(got) != 1 || got[0].GetTlsIdentity() != "" {
 			t.Errorf("%s is not intercepted by the pod's proxy, yet: %v", path, got)
 		}

@@ -189,6 +189,8 @@ func (e *env) update(obj runtime.Object) {
 		_, err = e.client.DiscoveryV1().EndpointSlices(o.Namespace).Update(e.ctx, o, metav1.UpdateOptions{})
 	case *corev1.Service:
 		_, err = e.client.CoreV1().Services(o.Namespace).Update(e.ctx, o, metav1.UpdateOptions{})
+	case *corev1.Pod:
+		_, err = e.client.CoreV1().Pods(o.Namespace).Update(e.ctx, o, metav1.UpdateOptions{})
 	default:
 		e.t.Fatalf("cannot update %T", obj)
 	}

@@ -7,30 +7,29 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
-	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/tools/cache"
 )
 
 // clusterIPIndex indexes Services by their cluster IPs, podIPIndex Pods by their IPs.
+// serviceIndex indexes EndpointSlices by namespace/service.
 const (
 	clusterIPIndex = "clusterIP"
 	podIPIndex     = "podIP"
+	serviceIndex   = "service"
 )
 
 // Informers is the one wrapper of the shared informers the service reads: Services (indexed by
-// cluster IP), EndpointSlices and Pods. Create it with NewInformers, register handlers with
-// OnChange, then Start.
+// cluster IP), EndpointSlices and Pods. Create it with NewInformers, give it to New, then
+// Start.
 type Informers struct {
 	factory   informers.SharedInformerFactory
 	services  cache.SharedIndexInformer
 	slices    cache.SharedIndexInformer
 	pods      cache.SharedIndexInformer
 	svcLister corev1Lister
-	epsLister discoverylisters.EndpointSliceLister
 	podLister corelisters.PodLister
 }
 
@@ -44,7 +43,7 @@ func NewInformers(client kubernetes.Interface) (*Informers, error) {
 	eps := factory.Discovery().V1().EndpointSlices()
 	pods := factory.Core().V1().Pods()
 	i.services, i.slices, i.pods = svc.Informer(), eps.Informer(), pods.Informer()
-	i.svcLister, i.epsLister, i.podLister = svc.Lister(), eps.Lister(), pods.Lister()
+	i.svcLister, i.podLister = svc.Lister(), pods.Lister()
 	if err := i.services.AddIndexers(cache.Indexers{clusterIPIndex: func(obj any) ([]string, error) {
 		s, ok := obj.(*corev1.Service)
 		if !ok {
@@ -59,6 +58,15 @@ func NewInformers(client kubernetes.Interface) (*Informers, error) {
 		return ips, nil
 	}}); err != nil {
 		return nil, fmt.Errorf("index services by cluster IP: %w", err)
+	}
+	if err := i.slices.AddIndexers(cache.Indexers{serviceIndex: func(obj any) ([]string, error) {
+		s, ok := obj.(*discoveryv1.EndpointSlice)
+		if !ok || s.Labels[discoveryv1.LabelServiceName] == "" {
+			return nil, nil
+		}
+		return []string{s.Namespace + "/" + s.Labels[discoveryv1.LabelServiceName]}, nil
+	}}); err != nil {
+		return nil, fmt.Errorf("index endpoint slices by service: %w", err)
 	}
 	if err := i.pods.AddIndexers(cache.Indexers{podIPIndex: func(obj any) ([]string, error) {
 		p, ok := obj.(*corev1.Pod)
@@ -82,13 +90,13 @@ func NewInformers(client kubernetes.Interface) (*Informers, error) {
 	return i, nil
 }
 
-// OnChange calls fn with the namespace of every Service, EndpointSlice or Pod added, updated
-// or deleted. fn must not block.
-func (i *Informers) OnChange(fn func(namespace string)) error {
+// onEvent calls fn with the keys (keysOf) of every Service, EndpointSlice or Pod added,
+// updated (old and new object) or deleted. fn must not block.
+func (i *Informers) onEvent(fn func(keys []depKey)) error {
 	h := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { fn(namespaceOf(obj)) },
-		UpdateFunc: func(_, obj any) { fn(namespaceOf(obj)) },
-		DeleteFunc: func(obj any) { fn(namespaceOf(obj)) },
+		AddFunc:    func(obj any) { fn(keysOf(obj, nil)) },
+		UpdateFunc: func(old, obj any) { fn(keysOf(obj, keysOf(old, nil))) },
+		DeleteFunc: func(obj any) { fn(keysOf(obj, nil)) },
 	}
 	for _, inf := range []cache.SharedIndexInformer{i.services, i.slices, i.pods} {
 		if _, err := inf.AddEventHandler(h); err != nil {
@@ -96,21 +104,6 @@ func (i *Informers) OnChange(fn func(namespace string)) error {
 		}
 	}
 	return nil
-}
-
-func namespaceOf(obj any) string {
-	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		obj = d.Obj
-	}
-	switch o := obj.(type) {
-	case *corev1.Service:
-		return o.Namespace
-	case *discoveryv1.EndpointSlice:
-		return o.Namespace
-	case *corev1.Pod:
-		return o.Namespace
-	}
-	return ""
 }
 
 // Start starts the informers and waits (at most timeout) until their caches are filled.
@@ -147,10 +140,15 @@ func (i *Informers) serviceByIP(ip string) (*corev1.Service, bool) {
 }
 
 func (i *Informers) endpointSlices(namespace, service string) []*discoveryv1.EndpointSlice {
-	sel := labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: service})
-	list, err := i.epsLister.EndpointSlices(namespace).List(sel)
+	objs, err := i.slices.GetIndexer().ByIndex(serviceIndex, namespace+"/"+service)
 	if err != nil {
 		return nil
+	}
+	list := make([]*discoveryv1.EndpointSlice, 0, len(objs))
+	for _, obj := range objs {
+		if s, ok := obj.(*discoveryv1.EndpointSlice); ok {
+			list = append(list, s)
+		}
 	}
 	return list
 }

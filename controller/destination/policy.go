@@ -62,8 +62,14 @@ func (s *Service) SubscribeOutboundPolicy(ctx context.Context, path string, send
 	}
 	host, _, _ := net.SplitHostPort(path)
 	host = strings.TrimSuffix(strings.ToLower(host), ".")
-	sub := &subscriber{namespace: a.namespace, policy: true, dirty: make(chan struct{}, 1)}
-	defer s.register(sub)()
+	// The policy of a name depends on the model only; that of a cluster IP also on which
+	// Service has the IP.
+	keys := []depKey{{kind: depPolicy}}
+	if known && a.ip != "" {
+		keys = append(keys, depKey{kind: depClusterIP, name: a.ip})
+	}
+	sub := newSubscriber()
+	defer s.listen(sub, keys...)()
 	var last []byte
 	for {
 		p := s.outboundPolicy(a, known, host)
@@ -198,15 +204,66 @@ func (s *Service) GetGatewayPolicy(req *destinationv1.GetInboundPolicy, stream d
 // the Gateways that select its labels and their route tables) to caller, which must be the
 // pod's ServiceAccount identity, until ctx ends or send fails. A pod not (yet) known gets an
 // empty policy.
+//
+// The HTTPS listeners carry their certificate and key (read from the Secrets their
+// tls.credentialName names, in the pod's namespace) only when caller is the ingress
+// gateway's identity (ServiceAccount IngressServiceAccount of the control plane namespace);
+// any other gateway pod gets them without, as if the Secrets were missing.
 func (s *Service) SubscribeGatewayPolicy(ctx context.Context, caller, namespace, name string, send func(*destinationv1.GatewayPolicy) error) error {
+	trusted := s.ingressIdentity(caller, namespace)
 	return s.subscribePod(ctx, caller, namespace, name, "gateway_policy", func(pod *corev1.Pod, found bool) any {
 		if !found {
 			return policy.GatewayPolicy{}
 		}
-		return policy.BuildGatewayPolicy(s.model(), pod.Labels)
+		gp := policy.BuildGatewayPolicy(s.model(), pod.Labels)
+		gp.ResolveCredentials(s.credentialLookup(namespace, trusted))
+		return gp
 	}, func(data []byte) error {
 		return send(&destinationv1.GatewayPolicy{Format: PolicyFormat, Policy: data})
 	})
+}
+
+// IngressServiceAccount is the ServiceAccount of the ingress gateway (mesh install
+// --ingress) in the control plane namespace: only a proxy with its identity receives the
+// private keys of the Gateways' HTTPS servers.
+const IngressServiceAccount = "lightmesh-ingress"
+
+// CredentialSource reads the TLS credentials of Gateway servers; the PolicySource may
+// implement it (controller/policy.Watcher does).
+type CredentialSource interface {
+	// GatewayCredential returns the credential of Secret namespace/name (with the client CA
+	// when mutual), or an error that says what is wrong with it.
+	GatewayCredential(namespace, name string, mutual bool) (*policy.Credential, error)
+}
+
+// ingressIdentity reports whether caller is the ingress gateway's identity, asking for the
+// policy of a pod of its own namespace.
+func (s *Service) ingressIdentity(caller, namespace string) bool {
+	id, err := meshid.ParseSpiffeID(caller)
+	cp := s.opts.ControlPlaneNamespace
+	if cp == "" {
+		cp = DefaultControlPlaneNamespace
+	}
+	td := s.opts.TrustDomain
+	if td == "" {
+		td = meshid.DefaultTrustDomain
+	}
+	return err == nil && id.TrustDomain == td && id.Namespace == cp && id.ServiceAccount == IngressServiceAccount && namespace == cp
+}
+
+// credentialLookup returns how the gateway policy of a pod of namespace gets its
+// credentials: from the PolicySource's Secrets when trusted, else never.
+func (s *Service) credentialLookup(namespace string, trusted bool) policy.CredentialLookup {
+	return func(name string, mutual bool) (*policy.Credential, error) {
+		if !trusted {
+			return nil, fmt.Errorf("credentials are sent only to the ingress gateway's identity (ServiceAccount %s)", IngressServiceAccount)
+		}
+		src, ok := s.opts.Policy.(CredentialSource)
+		if !ok || src == nil {
+			return nil, fmt.Errorf("this controller reads no Gateway credentials (run the destination service with --policy)")
+		}
+		return src.GatewayCredential(namespace, name, mutual)
+	}
 }
 
 // subscribePod sends the JSON of build's policy for pod namespace/name to caller (checked as
@@ -220,8 +277,8 @@ func (s *Service) subscribePod(ctx context.Context, caller, namespace, name, kin
 	if err != nil {
 		return status.Error(codes.PermissionDenied, "the caller has no workload identity: connect with the pod's proxy certificate")
 	}
-	sub := &subscriber{namespace: namespace, policy: true, dirty: make(chan struct{}, 1)}
-	defer s.register(sub)()
+	sub := newSubscriber()
+	defer s.listen(sub, depKey{kind: depPolicy}, depKey{depPod, namespace, name})()
 	var last []byte
 	for {
 		pod, found := s.resolver.kube.pod(namespace, name)

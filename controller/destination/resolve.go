@@ -83,24 +83,33 @@ type resolver struct {
 	external      *externalNames
 }
 
-// snapshot computes the current state of a.
-func (r *resolver) snapshot(a authority) state {
+// snapshot computes the current state of a, and the keys it depends on: a change of any of
+// them may change it.
+func (r *resolver) snapshot(a authority) (state, []depKey) {
+	var deps []depKey
 	var svc *corev1.Service
 	var ok bool
 	if a.ip != "" {
+		deps = append(deps, depKey{kind: depClusterIP, name: a.ip})
 		svc, ok = r.kube.serviceByIP(a.ip)
 	} else {
+		deps = append(deps, depKey{depService, a.namespace, a.name})
 		svc, ok = r.kube.service(a.namespace, a.name)
 	}
 	if !ok && a.ip != "" {
-		return r.podSnapshot(a)
+		return r.podSnapshot(a), append(deps, depKey{kind: depPodIP, name: a.ip})
 	}
 	if !ok {
-		return state{}
+		return state{}, deps
 	}
+	deps = append(deps, depKey{depService, svc.Namespace, svc.Name})
 	st := state{exists: true, endpoints: map[netip.AddrPort]*destinationv1.WeightedAddr{}}
 	if svc.Spec.Type == corev1.ServiceTypeExternalName {
-		return r.externalSnapshot(svc, a, st)
+		st = r.externalSnapshot(svc, a, st)
+		if st.externalName != "" {
+			deps = append(deps, depKey{kind: depExternal, name: st.externalName})
+		}
+		return st, deps
 	}
 	// The service port named by the authority; a headless service without ports serves
 	// the authority's port on its endpoints directly.
@@ -114,7 +123,7 @@ func (r *resolver) snapshot(a authority) state {
 	if svcPort == nil && len(svc.Spec.Ports) > 0 {
 		st.exists = false
 		st.note = fmt.Sprintf("service %s/%s has no port %d", svc.Namespace, svc.Name, a.port)
-		return st
+		return st, deps
 	}
 	opaqueSvc := opaquePorts(svc.Annotations)
 	for _, slice := range r.kube.endpointSlices(svc.Namespace, svc.Name) {
@@ -137,6 +146,9 @@ func (r *resolver) snapshot(a authority) state {
 			if !usable(ep) {
 				continue
 			}
+			if ep.TargetRef != nil && ep.TargetRef.Kind == "Pod" {
+				deps = append(deps, depKey{depPod, ep.TargetRef.Namespace, ep.TargetRef.Name})
+			}
 			for _, addrText := range ep.Addresses {
 				ip, err := netip.ParseAddr(addrText)
 				if err != nil {
@@ -147,7 +159,7 @@ func (r *resolver) snapshot(a authority) state {
 			}
 		}
 	}
-	return st
+	return st, deps
 }
 
 // externalSnapshot is the state of an ExternalName service: the addresses its name resolves
@@ -206,9 +218,10 @@ func (r *resolver) podSnapshot(a authority) state {
 }
 
 // intercepted reports whether the pod's proxy receives inbound connections to port: not its
-// own inbound and admin ports, nor the ports of config.lightmesh.io/skip-inbound-ports.
+// own inbound, tap (control) and admin ports, which proxy-init leaves alone, nor the ports of
+// config.lightmesh.io/skip-inbound-ports.
 func intercepted(pod *corev1.Pod, port uint32) bool {
-	if port == inject.InboundPort || port == inject.AdminPort {
+	if port == inject.InboundPort || port == inject.ControlPort || port == inject.AdminPort {
 		return false
 	}
 	skip, err := inject.ParsePorts(pod.Annotations[inject.ConfigAnnotationPrefix+inject.KeySkipInboundPorts])

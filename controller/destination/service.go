@@ -63,19 +63,16 @@ type Service struct {
 	log      *slog.Logger
 	resolver resolver
 
-	mu   sync.Mutex
-	subs map[*subscriber]struct{}
+	// deps maps what states depend on to the watches and policy subscribers computed from it.
+	deps  *depIndex
+	queue *workQueue
+
+	watchMu sync.Mutex
+	watches map[authority]*watch
 
 	subscribers prometheus.Gauge
+	watchCount  prometheus.Gauge
 	updates     *prometheus.CounterVec
-}
-
-// subscriber is one stream: namespace "" hears every change (ClusterIP authorities); a
-// policy subscriber also hears every policy change.
-type subscriber struct {
-	namespace string
-	policy    bool
-	dirty     chan struct{}
 }
 
 // New returns the service and registers its informer handler.
@@ -107,75 +104,38 @@ func New(opts Options) (*Service, error) {
 		log:  opts.Logger,
 		resolver: resolver{kube: opts.Informers, controlPlane: opts.ControlPlaneNamespace,
 			trustDomain: opts.TrustDomain, clusterDomain: opts.ClusterDomain},
-		subs: map[*subscriber]struct{}{},
+		deps:    newDepIndex(),
+		watches: map[authority]*watch{},
 		subscribers: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "destination_subscribers", Help: "Open Get streams.",
+			Name: "destination_subscribers", Help: "Open streams (Get and policy).",
+		}),
+		watchCount: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "destination_watches", Help: "Authorities watched by Get streams (their states are computed once for all their streams).",
 		}),
 		updates: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "destination_updates_total", Help: "Updates sent, by kind (add, remove, no_endpoints).",
 		}, []string{"kind"}),
 	}
 	if opts.Registerer != nil {
-		for _, c := range []prometheus.Collector{s.subscribers, s.updates} {
+		for _, c := range []prometheus.Collector{s.subscribers, s.watchCount, s.updates} {
 			if err := opts.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("register destination metrics: %w", err)
 			}
 		}
 	}
+	s.queue = newWorkQueue(s.refresh)
 	s.resolver.external = &externalNames{
-		servers: servers, after: opts.After, notify: s.notify, log: opts.Logger,
-		ctx: context.Background(), names: map[string]*externalName{},
+		servers: servers, after: opts.After, log: opts.Logger,
+		notify: func(name string) { s.deps.fire(depKey{kind: depExternal, name: name}) },
+		ctx:    context.Background(), names: map[string]*externalName{},
 	}
-	if err := opts.Informers.OnChange(s.notify); err != nil {
+	if err := opts.Informers.onEvent(func(keys []depKey) { s.deps.fire(keys...) }); err != nil {
 		return nil, err
 	}
 	if opts.Policy != nil {
-		opts.Policy.OnChange(s.notifyPolicy)
+		opts.Policy.OnChange(func() { s.deps.fire(depKey{kind: depPolicy}) })
 	}
 	return s, nil
-}
-
-// notify marks the subscribers of namespace dirty. It never blocks: a subscriber already
-// marked has not computed its state yet and will see this change too.
-func (s *Service) notify(namespace string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for sub := range s.subs {
-		if sub.namespace == "" || sub.namespace == namespace {
-			select {
-			case sub.dirty <- struct{}{}:
-			default:
-			}
-		}
-	}
-}
-
-// notifyPolicy marks the policy subscribers dirty.
-func (s *Service) notifyPolicy() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for sub := range s.subs {
-		if sub.policy {
-			select {
-			case sub.dirty <- struct{}{}:
-			default:
-			}
-		}
-	}
-}
-
-// register adds a subscriber; the returned func removes it.
-func (s *Service) register(sub *subscriber) func() {
-	s.mu.Lock()
-	s.subs[sub] = struct{}{}
-	s.mu.Unlock()
-	s.subscribers.Inc()
-	return func() {
-		s.mu.Lock()
-		delete(s.subs, sub)
-		s.mu.Unlock()
-		s.subscribers.Dec()
-	}
 }
 
 // Get streams the endpoints of req's authority until the client goes away.
@@ -188,8 +148,9 @@ func (s *Service) Get(req *destinationv1.GetDestination, stream destinationv1.De
 }
 
 // Subscribe sends the state of path with send until ctx ends or send fails: the full set
-// first, then the differences. send is called from one goroutine; while it blocks, changes
-// are coalesced.
+// first, then the differences. The state is computed once per change for all the streams of
+// the authority; send is called from this goroutine only, and while it blocks, the changes
+// are coalesced (the next send diffs the newest state against the last one sent).
 func (s *Service) Subscribe(ctx context.Context, path string, send func(*destinationv1.Update) error) error {
 	a, known, err := parseAuthority(path, s.opts.ClusterDomain)
 	if err != nil {
@@ -202,40 +163,26 @@ func (s *Service) Subscribe(ctx context.Context, path string, send func(*destina
 		<-ctx.Done()
 		return nil
 	}
-	sub := &subscriber{namespace: a.namespace, dirty: make(chan struct{}, 1)}
-	defer s.register(sub)()
-
-	// held is the external name resolved for this subscriber (ExternalName services).
-	var held, heldNS string
-	defer func() {
-		if held != "" {
-			s.resolver.external.release(held, heldNS)
-		}
-	}()
+	sub := newSubscriber()
+	w, leave := s.join(a, sub)
+	defer leave()
 	var last *state
 	for {
-		cur := s.resolver.snapshot(a)
-		if cur.externalName != held || cur.namespace != heldNS {
-			if held != "" {
-				s.resolver.external.release(held, heldNS)
-			}
-			held, heldNS = cur.externalName, cur.namespace
-			if held != "" {
-				s.resolver.external.acquire(held, heldNS)
-				cur = s.resolver.snapshot(a) // another subscriber may have an answer already
-			}
-		}
-		for _, u := range diff(last, &cur) {
-			if err := s.send(send, u); err != nil {
-				return err
-			}
-		}
-		last = &cur
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-sub.dirty:
 		}
+		cur := w.cur.Load()
+		if cur == nil || cur == last {
+			continue
+		}
+		for _, u := range diff(last, cur) {
+			if err := s.send(send, u); err != nil {
+				return err
+			}
+		}
+		last = cur
 	}
 }
 
@@ -287,7 +234,7 @@ func diff(last, cur *state) []*destinationv1.Update {
 func add(cur, last map[netip.AddrPort]*destinationv1.WeightedAddr) *destinationv1.Update {
 	var addrs []*destinationv1.WeightedAddr
 	for addr, wa := range cur {
-		if old, ok := last[addr]; ok && proto.Equal(old, wa) {
+		if old, ok := last[addr]; ok && (old == wa || proto.Equal(old, wa)) {
 			continue
 		}
 		addrs = append(addrs, wa)

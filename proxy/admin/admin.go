@@ -1,4 +1,5 @@
-// Package admin is the proxy's admin server (port 4191): /live, /ready, /metrics,
+// Package admin is the proxy's admin server (port 4191): /live, /ready (with a detail of a
+// degraded state, such as the destination service being away), /metrics,
 // /shutdown (POST from localhost only) and, behind a flag, /debug/pprof/. It answers only
 // requests whose Host is localhost, a loopback address or the pod's IP, so that a web page
 // in a browser on another origin cannot reach it (DNS rebinding).
@@ -28,6 +29,10 @@ type Options struct {
 	Addr string
 	// Ready reports whether the proxy is ready: /ready answers 200 only then. Required.
 	Ready func() bool
+	// ReadyDetail, when it returns something, is added to /ready's answer after "ready; "
+	// (or "not ready; "): a degraded state that does not make the proxy unready, such as
+	// "destination disconnected for 42s, serving last known state". Optional.
+	ReadyDetail func() string
 	// Metrics serves /metrics. Required.
 	Metrics http.Handler
 	// Shutdown is called by POST /shutdown. Required.
@@ -75,11 +80,17 @@ func New(opts Options) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "live") })
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
+		detail := ""
+		if opts.ReadyDetail != nil {
+			if d := opts.ReadyDetail(); d != "" {
+				detail = "; " + d
+			}
+		}
 		if !opts.Ready() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			http.Error(w, "not ready"+detail, http.StatusServiceUnavailable)
 			return
 		}
-		fmt.Fprintln(w, "ready")
+		fmt.Fprintln(w, "ready"+detail)
 	})
 	mux.Handle("GET /metrics", opts.Metrics)
 	mux.HandleFunc("GET "+certificatePath, func(w http.ResponseWriter, _ *http.Request) {

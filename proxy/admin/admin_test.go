@@ -137,3 +137,34 @@ func TestIdentityCertificate(t *testing.T) {
 		t.Errorf("without identity: %d, want 404", rec.Code)
 	}
 }
+
+// /ready carries the detail of a degraded state, and stays 200 when only that is wrong.
+func TestReadyDetail(t *testing.T) {
+	var ready atomic.Bool
+	var detail atomic.Value
+	detail.Store("")
+	s, err := New(Options{Ready: ready.Load, ReadyDetail: func() string { return detail.Load().(string) },
+		Metrics: http.NotFoundHandler(), Shutdown: func() {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func() (int, string) {
+		req := httptest.NewRequest(http.MethodGet, "/ready", nil)
+		req.Host = "localhost"
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, req)
+		return rec.Code, strings.TrimSpace(rec.Body.String())
+	}
+	ready.Store(true)
+	if code, body := get(); code != 200 || body != "ready" {
+		t.Errorf("connected: %d %q, want 200 \"ready\"", code, body)
+	}
+	detail.Store("destination disconnected for 42s, serving last known state")
+	if code, body := get(); code != 200 || body != "ready; destination disconnected for 42s, serving last known state" {
+		t.Errorf("disconnected: %d %q, want 200 with the detail", code, body)
+	}
+	ready.Store(false)
+	if code, body := get(); code != 503 || body != "not ready; destination disconnected for 42s, serving last known state" {
+		t.Errorf("not ready: %d %q", code, body)
+	}
+}

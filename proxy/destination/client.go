@@ -11,7 +11,8 @@
 // proxy's own workload certificate (the controller authenticates streams by it); until the
 // proxy has one, attempts wait.
 //
-// A key not resolved for IdleTimeout has its stream closed; at most MaxWatches keys are
+// A key not resolved for IdleTimeout has its stream closed (not while the destination
+// service is away: the last state of every key is kept then); at most MaxWatches keys are
 // watched (beyond, new keys pass through).
 //
 // A service the controller does not know (NoEndpoints{exists: false}), or no answer yet, is
@@ -25,6 +26,14 @@
 // opened by New and never closed while the client lives; until its first answer Inbound
 // returns nil (the defaults). Policy messages carry internal/policy's JSON form; a message
 // in another format is ignored (the last state is kept).
+//
+// The client knows whether it is connected to the destination service: connected while at
+// least one of its streams is open and has answered; disconnected from when the last such
+// stream ended (or, before any answer, from the first failed attempt) until a stream answers
+// again. Status and ReadyDetail report it, and with Options.Registerer the metrics
+// destination_connected (1 or 0), destination_reconnects_total (streams answering again after
+// one of theirs ended) and destination_last_update_age_seconds (since the last message of any
+// stream; absent before the first).
 //
 // The client never imports client-go: the proxy talks to the controller only.
 package destination
@@ -46,6 +55,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -105,6 +115,9 @@ type Options struct {
 	// Gateway (with PodNamespace and PodName) also opens the stream of the pod's gateway
 	// policy: the proxy runs as an ingress gateway.
 	Gateway bool
+	// Registerer receives the connection metrics (destination_connected,
+	// destination_reconnects_total, destination_last_update_age_seconds); nil registers none.
+	Registerer prometheus.Registerer
 }
 
 // PolicyFormat is the only policy message format the client reads.
@@ -124,6 +137,37 @@ type Client struct {
 	inbound *watch
 	// gateway is the stream of the pod's gateway policy; nil unless Options.Gateway.
 	gateway *watch
+
+	link link
+}
+
+// link is what the client knows of its connection to the destination service.
+type link struct {
+	mu sync.Mutex
+	// answered counts the streams open now that received a message.
+	answered int
+	// ever: some stream answered once.
+	ever bool
+	// down is when the client lost its last answered stream (or, before any answer, when
+	// the first attempt failed); zero while connected or before any failure.
+	down       time.Time
+	lastUpdate time.Time
+	reconnects uint64
+}
+
+// Status is the client's connection to the destination service.
+type Status struct {
+	// Connected: at least one stream is open and has answered.
+	Connected bool
+	// DisconnectedSince is when the last answered stream ended (or, before any answer, when
+	// the first attempt failed); zero while connected.
+	DisconnectedSince time.Time
+	// EverConnected: some stream answered once (there is a last known state to serve).
+	EverConnected bool
+	// LastUpdate is when the last message of any stream arrived; zero before the first.
+	LastUpdate time.Time
+	// Reconnects counts the streams that answered again after one of theirs ended.
+	Reconnects uint64
 }
 
 // view is one state of a key: exists=false is unknown (passthrough). outbound and inbound
@@ -159,11 +203,14 @@ type watch struct {
 	deadline time.Time
 	// lastUsed is when Resolve last asked (Unix nanoseconds); cancel closes the stream.
 	lastUsed atomic.Int64
-	cancel   context.CancelFunc
-	ctx      context.Context
-	ready    chan struct{}
-	once     sync.Once
-	view     atomic.Pointer[view]
+	// open: the current stream has answered; served: one of its streams answered before.
+	// Guarded by Client.link.mu.
+	open, served bool
+	cancel       context.CancelFunc
+	ctx          context.Context
+	ready        chan struct{}
+	once         sync.Once
+	view         atomic.Pointer[view]
 }
 
 // New returns a client whose streams live until ctx ends.
@@ -199,6 +246,11 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 		opts.Logger = slog.Default()
 	}
 	c := &Client{opts: opts, ctx: ctx, log: opts.Logger, api: opts.Client, watches: map[string]*watch{}}
+	if opts.Registerer != nil {
+		if err := opts.Registerer.Register(linkCollector{c}); err != nil {
+			return nil, fmt.Errorf("register the destination client's metrics: %w", err)
+		}
+	}
 	if c.api == nil {
 		if opts.Addr == "" || opts.Source == nil {
 			return nil, errors.New("destination client: give the service's address and the proxy's certificate source")
@@ -362,8 +414,13 @@ func (c *Client) evictLoop() {
 	}
 }
 
-// evictIdle closes the streams of keys not resolved for IdleTimeout.
+// evictIdle closes the streams of keys not resolved for IdleTimeout. While the destination
+// service is away it evicts nothing: an evicted key's last state would be lost, and its next
+// use would wait for an answer that cannot come, then pass through.
 func (c *Client) evictIdle() {
+	if !c.Status().Connected {
+		return
+	}
 	cutoff := c.opts.Clock.Now().Add(-c.opts.IdleTimeout).UnixNano()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -400,6 +457,7 @@ func (c *Client) run(w *watch) {
 		default:
 			got, err = c.stream(w)
 		}
+		c.ended(w)
 		if w.ctx.Err() != nil {
 			return
 		}
@@ -446,6 +504,7 @@ func (c *Client) stream(w *watch) (got bool, err error) {
 			}
 			return got, err
 		}
+		c.received(w)
 		if !got {
 			set = map[netip.AddrPort]discovery.Endpoint{} // a new stream starts with the full set
 		}
@@ -489,6 +548,7 @@ func (c *Client) streamOutbound(w *watch) (got bool, err error) {
 		if err != nil {
 			return got, streamEnded(err)
 		}
+		c.received(w)
 		var p policy.OutboundPolicy
 		if !c.decode(w.key, m.GetFormat(), m.GetPolicy(), &p) {
 			continue
@@ -537,6 +597,7 @@ func streamPodPolicy[T any](c *Client, w *watch, open func(context.Context, *des
 		if err != nil {
 			return got, streamEnded(err)
 		}
+		c.received(w)
 		p := new(T)
 		if !c.decode(w.key, m.GetFormat(), m.GetPolicy(), p) {
 			continue
@@ -616,3 +677,99 @@ func protocolHint(h destinationv1.ProtocolHint) discovery.ProtocolHint {
 }
 
 var _ discovery.PolicySource = (*Client)(nil)
+
+// received records a message of w's current stream.
+func (c *Client) received(w *watch) {
+	now := c.opts.Clock.Now()
+	l := &c.link
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lastUpdate = now
+	if w.open {
+		return
+	}
+	w.open = true
+	l.answered++
+	if w.served {
+		l.reconnects++
+	}
+	w.served = true
+	if !l.down.IsZero() || !l.ever {
+		c.log.Info("connected to the destination service", "key", w.key)
+	}
+	l.ever, l.down = true, time.Time{}
+}
+
+// ended records the end of w's current stream (or a failed attempt to open it).
+func (c *Client) ended(w *watch) {
+	now := c.opts.Clock.Now()
+	l := &c.link
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if w.open {
+		w.open = false
+		l.answered--
+	}
+	if w.ctx.Err() != nil {
+		return // closed on purpose (idle, or the client ends)
+	}
+	if l.answered == 0 && l.down.IsZero() {
+		l.down = now
+		c.log.Warn("disconnected from the destination service; serving the last known state", "key", w.key)
+	}
+}
+
+// Status reports the client's connection to the destination service.
+func (c *Client) Status() Status {
+	l := &c.link
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return Status{Connected: l.answered > 0, DisconnectedSince: l.down, EverConnected: l.ever,
+		LastUpdate: l.lastUpdate, Reconnects: l.reconnects}
+}
+
+// ReadyDetail is "" while connected, else what the proxy does without the destination
+// service, for the admin server's /ready answer: "destination disconnected for 42s, serving
+// last known state".
+func (c *Client) ReadyDetail() string {
+	st := c.Status()
+	if st.Connected || st.DisconnectedSince.IsZero() {
+		return ""
+	}
+	d := c.opts.Clock.Now().Sub(st.DisconnectedSince).Round(time.Second)
+	if !st.EverConnected {
+		return fmt.Sprintf("destination unreachable for %s, no state received yet: outbound traffic goes to its original destination", d)
+	}
+	return fmt.Sprintf("destination disconnected for %s, serving last known state", d)
+}
+
+var (
+	connectedDesc = prometheus.NewDesc("destination_connected",
+		"1 while a stream to the destination service is open and answered, else 0 (the proxy serves its last known state).", nil, nil)
+	reconnectsDesc = prometheus.NewDesc("destination_reconnects_total",
+		"Streams to the destination service that answered again after one of theirs ended.", nil, nil)
+	lastUpdateAgeDesc = prometheus.NewDesc("destination_last_update_age_seconds",
+		"Seconds since the last message from the destination service (absent before the first).", nil, nil)
+)
+
+// linkCollector exports the client's Status as metrics.
+type linkCollector struct{ c *Client }
+
+func (lc linkCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- connectedDesc
+	ch <- reconnectsDesc
+	ch <- lastUpdateAgeDesc
+}
+
+func (lc linkCollector) Collect(ch chan<- prometheus.Metric) {
+	st := lc.c.Status()
+	connected := 0.0
+	if st.Connected {
+		connected = 1
+	}
+	ch <- prometheus.MustNewConstMetric(connectedDesc, prometheus.GaugeValue, connected)
+	ch <- prometheus.MustNewConstMetric(reconnectsDesc, prometheus.CounterValue, float64(st.Reconnects))
+	if !st.LastUpdate.IsZero() {
+		ch <- prometheus.MustNewConstMetric(lastUpdateAgeDesc, prometheus.GaugeValue, lc.c.opts.Clock.Now().Sub(st.LastUpdate).Seconds())
+	}
+}

@@ -389,6 +389,28 @@ func TestDestinationUnderLoad(t *testing.T) {
 		return err == nil && strings.TrimSpace(out) == "", out
 	})
 	phase("controller gone")
+	// The proxy stays ready and says it serves its last state (/ready detail, metric).
+	proxyLink := func(what string, connected bool) {
+		t.Helper()
+		eventually(t, 45*time.Second, what, func() (bool, string) {
+			ready, err := getText(httpc, "http://"+clientIP+":4191/ready")
+			if err != nil {
+				return false, "/ready: " + err.Error()
+			}
+			metrics, err := getText(httpc, "http://"+clientIP+":4191/metrics")
+			if err != nil {
+				return false, "/metrics: " + err.Error()
+			}
+			want := "destination_connected 0"
+			if connected {
+				want = "destination_connected 1"
+			}
+			detailed := strings.Contains(ready, "destination disconnected for") && strings.Contains(ready, "serving last known state")
+			ok := strings.Contains(metrics, "\n"+want+"\n") && strings.HasPrefix(ready, "ready") && detailed != connected
+			return ok, fmt.Sprintf("/ready %q, want %s", strings.TrimSpace(ready), want)
+		})
+	}
+	proxyLink("the load client's proxy to report the controller gone", false)
 	gone := stats()
 	during := window(gone, time.Minute)
 	if got := answering(gone, during); !slices.Equal(got, updated) {
@@ -415,6 +437,7 @@ func TestDestinationUnderLoad(t *testing.T) {
 		}
 		return false, "no destination_subscribers in the controller's metrics"
 	})
+	proxyLink("the load client's proxy to report the controller back", true)
 	phase("the proxy subscribed again")
 	c.must(t, "-n", app, "scale", "deployment/echo", "--replicas=2")
 	settled("scaling to 2 after the controller returned", 2)
