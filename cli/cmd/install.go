@@ -101,7 +101,7 @@ someone else (Istio, the upstream Gateway API), saying so on stderr.`,
 	flags.StringArrayVarP(&opts.valuesFiles, "values", "f", nil, "a values YAML file (repeatable; later files win)")
 	flags.StringArrayVar(&opts.set, "set", nil, "set a value, like proxy.logLevel=debug (repeatable; applied after -f)")
 	flags.BoolVar(&opts.ha, "ha", opts.ha, "high availability: 3 controller replicas spread over nodes, a PodDisruptionBudget, webhook failurePolicy Fail")
-	flags.BoolVar(&opts.ingress, "ingress", opts.ingress, "deploy the ingress gateway: pods labelled istio: ingressgateway serving the Istio Gateways that select them, behind a NodePort Service on port 80 (ingress.enabled)")
+	flags.BoolVar(&opts.ingress, "ingress", opts.ingress, "deploy the ingress gateway: pods labelled istio: ingressgateway serving the Istio Gateways that select them (HTTP, and HTTPS with tls.credentialName Secrets of the control plane namespace), behind a NodePort Service on ports 80 and 443 (ingress.enabled)")
 	flags.BoolVar(&opts.crds, "crds", opts.crds, "print only the CustomResourceDefinitions")
 	flags.BoolVar(&opts.showValues, "show-values", opts.showValues, "print the values (defaults, -f, --set) as YAML instead of the manifests; empty images follow imageRegistry and the version")
 	flags.StringVar(&opts.trustAnchorsFile, "identity-trust-anchors-file", "", "PEM file of the trust anchors (root CAs)")

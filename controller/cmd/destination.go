@@ -247,7 +247,7 @@ func newPolicyWatcher(opts *destinationOptions, log *slog.Logger) (*policy.Watch
 	return policy.New(policy.Options{
 		Client: dyn, Discovery: disc, DomainSuffix: opts.clusterDomain,
 		RetryInterval: opts.policyRetryInterval, WriteStatus: opts.policyStatus,
-		Logger: log.With("component", "policy"),
+		Logger: log.With("component", "policy"), GatewayNamespace: opts.controlPlaneNamespace,
 	})
 }
 

@@ -15,4 +15,10 @@
 // status.conditions Accepted and Reconciled, HTTPRoutes a status.parents entry per Service
 // parent with controllerName lightmesh.io/mesh-controller and the conditions Accepted and
 // ResolvedRefs. Status is written only when it changes.
+//
+// Gateways with HTTPS servers take their certificates from Secrets of the ingress gateway's
+// namespace (Options.GatewayNamespace), which the watcher then watches too: GatewayCredential
+// serves them to the destination service, a Secret change re-translates (so a rotation reaches
+// the gateway live), and such a Gateway gets a ResolvedRefs condition naming every Secret that
+// is missing or holds no usable certificate.
 package policy

@@ -30,6 +30,9 @@ const (
 	ReasonUnsupportedFields = "UnsupportedFields"
 	ReasonUnsupportedValue  = "UnsupportedValue"
 	ReasonInvalidKind       = "InvalidKind"
+	// ReasonInvalidCertificateRef: a Gateway's HTTPS server names a Secret that is missing
+	// or holds no usable certificate (Gateway API's reason for the same problem).
+	ReasonInvalidCertificateRef = "InvalidCertificateRef"
 )
 
 // maxMessage bounds a condition message (Gateway API allows 32768 characters).
@@ -39,6 +42,10 @@ const maxMessage = 8192
 type report struct {
 	unsupported []translate.Unsupported
 	errors      []*translate.FieldError
+	// credentialsChecked: a Gateway with HTTPS servers whose Secrets were looked up;
+	// credentials says what is wrong with them.
+	credentialsChecked bool
+	credentials        []string
 }
 
 func (r *report) String() string {
@@ -49,6 +56,10 @@ func (r *report) String() string {
 	}
 	for _, u := range r.unsupported {
 		b.WriteString(u.String())
+		b.WriteByte('\n')
+	}
+	for _, c := range r.credentials {
+		b.WriteString(c)
 		b.WriteByte('\n')
 	}
 	return b.String()
@@ -151,6 +162,15 @@ func istioConditions(rep *report) []condition {
 	}
 }
 
+// credentialCondition is the ResolvedRefs condition of a Gateway with HTTPS servers: False
+// names each Secret that is missing or invalid.
+func credentialCondition(rep *report) condition {
+	if len(rep.credentials) == 0 {
+		return condition{ConditionResolvedRefs, "True", ReasonResolvedRefs, "every tls.credentialName names a Secret with a valid certificate"}
+	}
+	return condition{ConditionResolvedRefs, "False", ReasonInvalidCertificateRef, truncate(strings.Join(rep.credentials, "; "))}
+}
+
 // httpRouteConditions are the Accepted and ResolvedRefs conditions of an HTTPRoute parent.
 func httpRouteConditions(rep *report) []condition {
 	accepted := condition{ConditionAccepted, "True", ReasonAccepted, "attached to the Service by lightmesh"}
@@ -220,7 +240,11 @@ func (w *Watcher) desiredStatus(obj *unstructured.Unstructured, rep *report) map
 	now := w.opts.Now()
 	if obj.GetKind() != "HTTPRoute" {
 		existing, _, _ := unstructured.NestedSlice(status, "conditions")
-		status["conditions"] = mergeConditions(existing, istioConditions(rep), obj.GetGeneration(), now)
+		conditions := istioConditions(rep)
+		if rep != nil && rep.credentialsChecked {
+			conditions = append(conditions, credentialCondition(rep))
+		}
+		status["conditions"] = mergeConditions(existing, conditions, obj.GetGeneration(), now)
 		status["observedGeneration"] = obj.GetGeneration()
 		return status
 	}

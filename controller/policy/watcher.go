@@ -75,6 +75,11 @@ type Options struct {
 	Logger *slog.Logger
 	// Now tells the time (condition transition times); nil means time.Now.
 	Now func() time.Time
+	// GatewayNamespace is the namespace of the ingress gateway pods (mesh install --ingress
+	// puts them in the control plane's), where the Secrets named by HTTPS Gateway servers'
+	// tls.credentialName are read, as Istio reads them in the gateway's namespace. Its
+	// Secrets are watched only once some Gateway needs one. Empty: no credential is read.
+	GatewayNamespace string
 }
 
 // Watcher keeps the translated policy model of the cluster's resources. Create it with New,
@@ -90,8 +95,9 @@ type Watcher struct {
 	mu        sync.Mutex
 	informers map[string]*kindInformer // by Kind.Kind
 	watchers  []func()
-	logged    map[string]string // resource key -> "generation/report" logged
-	written   map[string]string // resource key -> "resourceVersion/status" written
+	logged    map[string]string         // resource key -> "generation/report" logged
+	secrets   cache.SharedIndexInformer // the gateway namespace's Secrets, once needed
+	written   map[string]string         // resource key -> "resourceVersion/status" written
 }
 
 type kindInformer struct {
@@ -305,6 +311,18 @@ func (w *Watcher) translate(ctx context.Context) {
 		fn()
 	}
 	reports := collectReports(result.Unsupported, err)
+	if needsSecrets(&model) {
+		w.startSecrets(ctx)
+	}
+	for gw, problems := range w.credentialProblems(&model) {
+		key := "Gateway " + gw
+		rep := reports[key]
+		if rep == nil {
+			rep = &report{}
+			reports[key] = rep
+		}
+		rep.credentialsChecked, rep.credentials = true, problems
+	}
 	for _, obj := range objects {
 		key := objectKey(obj)
 		rep := reports[key]
@@ -361,5 +379,8 @@ func (w *Watcher) logOnce(obj *unstructured.Unstructured, key string, rep *repor
 	}
 	for _, u := range rep.unsupported {
 		w.log.Warn("unsupported field: not applied", "resource", key, "generation", obj.GetGeneration(), "field", u.FieldPath, "reason", u.Reason)
+	}
+	for _, c := range rep.credentials {
+		w.log.Warn("Gateway credential unusable", "resource", key, "generation", obj.GetGeneration(), "problem", c)
 	}
 }

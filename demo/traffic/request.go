@@ -10,19 +10,30 @@ import (
 	"time"
 )
 
-// requestLine is one --request: a method and a URL.
+// requestLine is one --request: a method, a URL and extra headers.
 type requestLine struct {
 	Method, URL string
+	Header      http.Header
 }
 
-// parseRequestLine reads "METHOD URL".
+// parseRequestLine reads "METHOD URL [Name:value ...]".
 func parseRequestLine(s string) (requestLine, error) {
-	method, rawURL, ok := strings.Cut(strings.TrimSpace(s), " ")
-	rawURL = strings.TrimSpace(rawURL)
-	if !ok || method == "" || !strings.HasPrefix(rawURL, "http://") {
-		return requestLine{}, fmt.Errorf("--request %q: write METHOD URL, such as \"GET http://user-service/api/users/1\"", s)
+	fields := strings.Fields(s)
+	if len(fields) < 2 || !strings.HasPrefix(fields[1], "http://") {
+		return requestLine{}, fmt.Errorf("--request %q: write METHOD URL [Name:value ...], such as \"GET http://user-service/api/users/1 x-canary:true\"", s)
 	}
-	return requestLine{Method: strings.ToUpper(method), URL: rawURL}, nil
+	rl := requestLine{Method: strings.ToUpper(fields[0]), URL: fields[1]}
+	for _, h := range fields[2:] {
+		name, value, ok := strings.Cut(h, ":")
+		if !ok || name == "" {
+			return requestLine{}, fmt.Errorf("--request %q: header %q: write Name:value", s, h)
+		}
+		if rl.Header == nil {
+			rl.Header = http.Header{}
+		}
+		rl.Header.Add(name, value)
+	}
+	return rl, nil
 }
 
 // proxyErrorHeader is the header with which lightmesh's proxy says it made an answer itself.
@@ -55,6 +66,9 @@ func sendOne(ctx context.Context, client *http.Client, rl requestLine) string {
 	req, err := http.NewRequestWithContext(ctx, rl.Method, rl.URL, nil)
 	if err != nil {
 		return fmt.Sprintf("%s %s -> error: %v", rl.Method, rl.URL, err)
+	}
+	for name, values := range rl.Header {
+		req.Header[name] = values
 	}
 	if u := req.URL; u.RawPath == "" && strings.Contains(rl.URL, "%") {
 		// Keep escapes such as %75 as written rather than decoded and re-encoded.

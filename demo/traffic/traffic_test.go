@@ -279,12 +279,28 @@ func TestSendRequests(t *testing.T) {
 	}))
 	defer held.Close()
 	out.Reset()
-	three := []requestLine{{"GET", held.URL + "/1"}, {"GET", held.URL + "/2"}, {"GET", held.URL + "/3"}}
+	three := []requestLine{{Method: "GET", URL: held.URL + "/1"}, {Method: "GET", URL: held.URL + "/2"}, {Method: "GET", URL: held.URL + "/3"}}
 	sendRequests(context.Background(), newRequestClient(5*time.Second), three, true, &out)
 	if want := "GET " + held.URL + "/1 -> 418 version=- proxy-error=-\nGET " + held.URL + "/2 -> 418 version=- proxy-error=-\nGET " + held.URL + "/3 -> 418 version=- proxy-error=-\n"; out.String() != want {
 		t.Errorf("parallel output:\n%s\nwant:\n%s", out.String(), want)
 	}
 	if _, err := parseRequestLine("GET"); err == nil {
 		t.Error("a request line without URL was accepted")
+	}
+	// Extra headers: "Name:value" after the URL.
+	var canary string
+	hdr := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { canary = r.Header.Get("X-Canary") }))
+	defer hdr.Close()
+	rl, err := parseRequestLine("GET " + hdr.URL + "/api/users/1 x-canary:true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	sendRequests(context.Background(), newRequestClient(5*time.Second), []requestLine{rl}, false, &out)
+	if canary != "true" || !strings.HasPrefix(out.String(), "GET "+hdr.URL+"/api/users/1 -> 200") {
+		t.Errorf("header request: server saw x-canary %q; output %q", canary, out.String())
+	}
+	if _, err := parseRequestLine("GET " + hdr.URL + " novalue"); err == nil {
+		t.Error("a header without a colon was accepted")
 	}
 }

@@ -25,6 +25,138 @@ type GatewayListener struct {
 	Port     uint32   `json:"port"`
 	Protocol string   `json:"protocol"`
 	Hosts    []string `json:"hosts"`
+	// TLS is the server's TLS: termination (HTTPS) or a redirect to https (HTTP).
+	TLS *ListenerTLS `json:"tls,omitempty"`
+}
+
+// The TLS modes of a Gateway server lightmesh terminates.
+const (
+	// GatewayTLSSimple terminates TLS with the server's certificate.
+	GatewayTLSSimple = "SIMPLE"
+	// GatewayTLSMutual also requires a client certificate signed by the credential's CA.
+	GatewayTLSMutual = "MUTUAL"
+)
+
+// GatewayTLS is a Gateway server's tls block as translated.
+type GatewayTLS struct {
+	// HTTPSRedirect (HTTP servers) answers every request with 301 to its https URL.
+	HTTPSRedirect bool `json:"httpsRedirect,omitempty"`
+	// Mode (HTTPS servers) is GatewayTLSSimple or GatewayTLSMutual.
+	Mode string `json:"mode,omitempty"`
+	// CredentialName (HTTPS servers) is the kubernetes.io/tls Secret holding the server's
+	// certificate and key, in the namespace of the gateway pod (as in Istio).
+	CredentialName string `json:"credentialName,omitempty"`
+}
+
+// ListenerTLS is a listener's TLS with, for HTTPS, the credential the destination service
+// read from the Secret CredentialName (sent only to the ingress gateway's own identity).
+type ListenerTLS struct {
+	GatewayTLS
+	// Credential is the certificate; nil when the Secret is missing or invalid (Error says
+	// why): the listener then serves no certificate for its hosts, so handshakes fail.
+	Credential *Credential `json:"credential,omitempty"`
+	Error      string      `json:"error,omitempty"`
+}
+
+// Credential is a TLS server certificate and key in PEM, and for MUTUAL the CA
+// certificates client certificates are verified against.
+type Credential struct {
+	CertChain  string `json:"certChain"`
+	PrivateKey string `json:"privateKey"`
+	CACert     string `json:"caCert,omitempty"`
+}
+
+// Terminates reports whether the listener terminates TLS (an HTTPS server).
+func (l *GatewayListener) Terminates() bool {
+	return l.TLS != nil && l.TLS.Mode != ""
+}
+
+// CredentialLookup returns the credential of the Secret name in the gateway pod's namespace,
+// or an error that says what is wrong with it (missing, not a key pair, no CA for MUTUAL).
+type CredentialLookup func(name string, mutual bool) (*Credential, error)
+
+// ResolveCredentials fills the credential of every HTTPS listener with lookup; a lookup
+// error is kept in ListenerTLS.Error.
+func (g *GatewayPolicy) ResolveCredentials(lookup CredentialLookup) {
+	for i := range g.Listeners {
+		l := &g.Listeners[i]
+		if !l.Terminates() {
+			continue
+		}
+		tls := *l.TLS
+		tls.Credential, tls.Error = nil, ""
+		c, err := lookup(tls.CredentialName, tls.Mode == GatewayTLSMutual)
+		if err != nil {
+			tls.Error = err.Error()
+		} else {
+			tls.Credential = c
+		}
+		l.TLS = &tls
+	}
+}
+
+// TLSPort reports whether the gateway terminates TLS on port (some HTTPS server listens
+// there; Istio does not mix HTTP and HTTPS servers on one port).
+func (g *GatewayPolicy) TLSPort(port uint32) bool {
+	if g == nil {
+		return false
+	}
+	for i := range g.Listeners {
+		if g.Listeners[i].Port == port && g.Listeners[i].Terminates() {
+			return true
+		}
+	}
+	return false
+}
+
+// ListenerForSNI returns the HTTPS listener on port whose certificate serves server name
+// sni: an exact host first, then the longest wildcard; a client without SNI gets a listener
+// with host "*". nil when none.
+func (g *GatewayPolicy) ListenerForSNI(port uint32, sni string) *GatewayListener {
+	if g == nil {
+		return nil
+	}
+	sni = strings.TrimSuffix(strings.ToLower(sni), ".")
+	var best *GatewayListener
+	bestScore := -1
+	for i := range g.Listeners {
+		l := &g.Listeners[i]
+		if l.Port != port || !l.Terminates() {
+			continue
+		}
+		for _, h := range l.Hosts {
+			score := -1
+			switch {
+			case h == "*":
+				score = 0
+			case sni == "":
+			case strings.EqualFold(h, sni):
+				score = 1 << 20
+			case strings.HasPrefix(h, "*") && HostMatches(h, sni):
+				score = len(h)
+			}
+			if score > bestScore {
+				best, bestScore = l, score
+			}
+		}
+	}
+	return best
+}
+
+// HTTPSRedirect reports whether a request to port for authority must be redirected to https:
+// the first listener on port whose hosts match it sets tls.httpsRedirect.
+func (g *GatewayPolicy) HTTPSRedirect(port uint32, authority string) bool {
+	if g == nil {
+		return false
+	}
+	host := strings.TrimSuffix(stripPort(authority), ".")
+	for _, l := range g.Listeners {
+		if l.Port != port || !slices.ContainsFunc(l.Hosts, func(p string) bool { return HostMatches(p, host) }) {
+			continue
+		}
+		return l.TLS != nil && l.TLS.HTTPSRedirect
+	}
+	return false
 }
 
 // BuildGatewayPolicy picks from m what a gateway pod with labels serves.
@@ -42,7 +174,11 @@ func BuildGatewayPolicy(m *Model, labels map[string]string) GatewayPolicy {
 			for _, h := range s.Hosts {
 				hosts = append(hosts, serverHost(h))
 			}
-			out.Listeners = append(out.Listeners, GatewayListener{Gateway: ref, Port: s.Port, Protocol: s.Protocol, Hosts: hosts})
+			l := GatewayListener{Gateway: ref, Port: s.Port, Protocol: s.Protocol, Hosts: hosts}
+			if s.TLS != nil {
+				l.TLS = &ListenerTLS{GatewayTLS: *s.TLS}
+			}
+			out.Listeners = append(out.Listeners, l)
 		}
 	}
 	slices.SortStableFunc(out.Listeners, func(a, b GatewayListener) int {

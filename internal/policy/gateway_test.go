@@ -1,8 +1,10 @@
 package policy_test
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/lightmesh/lightmesh/internal/policy"
@@ -101,5 +103,84 @@ func TestGatewayListenerHosts(t *testing.T) {
 	}
 	if slices := gw.Ports(); len(slices) != 1 {
 		t.Errorf("a Gateway without selector selected the pod: ports %v", slices)
+	}
+}
+
+// HTTPS servers: the certificate is chosen by SNI among the servers of the port (exact host
+// before the longest wildcard, "*" for clients without SNI); an HTTP server with
+// httpsRedirect redirects; credentials are filled by the lookup, a failed lookup leaves the
+// listener without one and says why.
+func TestGatewayHTTPSListeners(t *testing.T) {
+	https := func(cred string) *policy.GatewayTLS {
+		return &policy.GatewayTLS{Mode: policy.GatewayTLSSimple, CredentialName: cred}
+	}
+	m := &policy.Model{Gateways: []policy.Gateway{
+		{Namespace: "web", Name: "a", Selector: map[string]string{"gw": "1"}, Servers: []policy.GatewayServer{
+			{Port: 443, Protocol: "HTTPS", Hosts: []string{"*"}, TLS: https("default-cert")},
+			{Port: 443, Protocol: "HTTPS", Hosts: []string{"*.example.com"}, TLS: https("wild-cert")},
+			{Port: 443, Protocol: "HTTPS", Hosts: []string{"web/shop.example.com"}, TLS: &policy.GatewayTLS{Mode: policy.GatewayTLSMutual, CredentialName: "shop-cert"}},
+			{Port: 443, Protocol: "HTTPS", Hosts: []string{"*.api.example.com"}, TLS: https("api-cert")},
+			{Port: 80, Protocol: "HTTP", Hosts: []string{"redirect.example.com"}, TLS: &policy.GatewayTLS{HTTPSRedirect: true}},
+			{Port: 80, Protocol: "HTTP", Hosts: []string{"*"}},
+		}},
+	}}
+	gw := policy.BuildGatewayPolicy(m, map[string]string{"gw": "1"})
+	if !gw.TLSPort(443) || gw.TLSPort(80) {
+		t.Errorf("TLS ports: 443 %v, 80 %v", gw.TLSPort(443), gw.TLSPort(80))
+	}
+	for sni, want := range map[string]string{
+		"shop.example.com":   "shop-cert",
+		"SHOP.example.com.":  "shop-cert",
+		"x.example.com":      "wild-cert",
+		"v1.api.example.com": "api-cert",
+		"other.org":          "default-cert",
+		"":                   "default-cert",
+	} {
+		l := gw.ListenerForSNI(443, sni)
+		if l == nil || l.TLS.CredentialName != want {
+			t.Errorf("SNI %q: listener %+v, want credential %s", sni, l, want)
+		}
+	}
+	if l := gw.ListenerForSNI(80, "shop.example.com"); l != nil {
+		t.Errorf("an HTTP port has an HTTPS listener: %+v", l)
+	}
+	onlyShop := policy.BuildGatewayPolicy(&policy.Model{Gateways: []policy.Gateway{{Namespace: "web", Name: "s", Selector: map[string]string{"gw": "1"},
+		Servers: []policy.GatewayServer{{Port: 443, Protocol: "HTTPS", Hosts: []string{"shop.example.com"}, TLS: https("shop-cert")}}}}}, map[string]string{"gw": "1"})
+	if l := onlyShop.ListenerForSNI(443, "other.example.com"); l != nil {
+		t.Errorf("a server name no server lists got %+v", l)
+	}
+	if l := onlyShop.ListenerForSNI(443, ""); l != nil {
+		t.Errorf("a client without SNI got a certificate of a host-specific server: %+v", l)
+	}
+
+	if !gw.HTTPSRedirect(80, "redirect.example.com:30080") || gw.HTTPSRedirect(80, "other.example.com") || gw.HTTPSRedirect(443, "redirect.example.com") {
+		t.Error("httpsRedirect applies to other hosts or ports, or not to its own")
+	}
+
+	var asked []string
+	gw.ResolveCredentials(func(name string, mutual bool) (*policy.Credential, error) {
+		asked = append(asked, name)
+		if name == "wild-cert" {
+			return nil, errors.New("secret lightmesh/wild-cert does not exist")
+		}
+		if mutual != (name == "shop-cert") {
+			t.Errorf("%s: mutual %v", name, mutual)
+		}
+		return &policy.Credential{CertChain: "cert of " + name, PrivateKey: "key"}, nil
+	})
+	if len(asked) != 4 {
+		t.Errorf("looked up %v, want the 4 HTTPS servers' credentials", asked)
+	}
+	if l := gw.ListenerForSNI(443, "x.example.com"); l.TLS.Credential != nil || !strings.Contains(l.TLS.Error, "wild-cert does not exist") {
+		t.Errorf("missing Secret: %+v", l.TLS)
+	}
+	if l := gw.ListenerForSNI(443, "shop.example.com"); l.TLS.Credential == nil || l.TLS.Credential.CertChain != "cert of shop-cert" || l.TLS.Error != "" {
+		t.Errorf("shop: %+v", l.TLS)
+	}
+	// The model the policy was built from keeps no key material.
+	for _, s := range m.Gateways[0].Servers {
+		if s.TLS != nil && s.TLS.Mode != "" && s.TLS.CredentialName == "" {
+			t.Errorf("the model changed: %+v", s)
+		}
 	}
 }

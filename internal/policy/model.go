@@ -311,6 +311,8 @@ type GatewayServer struct {
 	PortName string   `json:"portName,omitempty"`
 	Protocol string   `json:"protocol"`
 	Hosts    []string `json:"hosts"`
+	// TLS is the server's tls block (HTTPS termination, or an HTTP server's redirect).
+	TLS *GatewayTLS `json:"tls,omitempty"`
 }
 
 // PeerAuthnMode is a PeerAuthentication mutual TLS mode.

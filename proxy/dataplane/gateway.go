@@ -30,6 +30,16 @@ type GatewayOptions struct {
 type gatewayListener struct {
 	port uint32
 	ln   net.Listener
+	// certs caches the parsed credentials of the HTTPS servers on port.
+	certs *credentialCache
+}
+
+// policy returns the current gateway policy, nil before the first.
+func (o *GatewayOptions) policy() *policy.GatewayPolicy {
+	if o == nil || o.Policy == nil {
+		return nil
+	}
+	return o.Policy()
 }
 
 // startGateway opens the gateway's listeners and serves them in the background.
@@ -51,10 +61,10 @@ func (p *Proxy) startGateway() error {
 			}
 			return fmt.Errorf("listen on %s for the gateway's port %d: %w", addr, port, err)
 		}
-		g := gatewayListener{port: port, ln: ln}
+		g := gatewayListener{port: port, ln: ln, certs: newCredentialCache()}
 		p.gatewayListeners = append(p.gatewayListeners, g)
 		p.serving.Add(1)
-		go p.accept(ln, func(ctx context.Context, c *net.TCPConn) { p.serveGateway(ctx, c, g.port) })
+		go p.accept(ln, func(ctx context.Context, c *net.TCPConn) { p.serveGateway(ctx, c, g) })
 		p.log.Info("gateway listening", "port", port, "addr", ln.Addr().String())
 	}
 	return nil
@@ -70,15 +80,21 @@ func (p *Proxy) GatewayAddr(port uint32) net.Addr {
 	return nil
 }
 
-// serveGateway serves a connection from outside the mesh: HTTP/1 or HTTP/2 (prior
-// knowledge); anything else is closed.
-func (p *Proxy) serveGateway(ctx context.Context, c *net.TCPConn, port uint32) {
+// serveGateway serves a connection from outside the mesh: on a port of HTTPS servers, TLS
+// with the certificate of the server the client names (SNI), then HTTP/1 or HTTP/2 (ALPN);
+// elsewhere HTTP/1 or HTTP/2 (prior knowledge); anything else is closed.
+func (p *Proxy) serveGateway(ctx context.Context, c *net.TCPConn, g gatewayListener) {
+	port := g.port
 	local, _ := c.LocalAddr().(*net.TCPAddr)
 	var ip netip.Addr
 	if local != nil {
 		ip = local.AddrPort().Addr()
 	}
 	ci := &connInfo{direction: outbound, gateway: true, origDst: netip.AddrPortFrom(ip, uint16(port)), remote: peerAddrPort(c), tls: p.tlsLabel()}
+	if p.opts.Gateway.policy().TLSPort(port) {
+		p.serveGatewayTLS(ctx, c, g, ci)
+		return
+	}
 	bufp := detectBuffers.Get().(*[]byte)
 	defer detectBuffers.Put(bufp)
 	proto, prefix, err := detect.Detect(c, *bufp, p.opts.HTTP.ReadHeaderTimeout)
@@ -101,18 +117,21 @@ func (p *Proxy) serveGateway(ctx context.Context, c *net.TCPConn, port uint32) {
 // gatewayRoute picks the route table of the Gateway listener the request came to and
 // routes the request with it, as the outbound side routes with a service's VirtualHost:
 // matches, splits, retries, timeouts, rewrites, redirects, faults and the destinations'
-// traffic policies. No listener or route table for the request's host: 404.
+// traffic policies. No listener or route table for the request's host: 404. An HTTP server
+// with tls.httpsRedirect answers 301 to the request's https URL instead.
 func (p *Proxy) gatewayRoute(next Handler) Handler {
 	notFound := p.observe(HandlerFunc(func(ex *Exchange) { p.fail(ex, http.StatusNotFound, reasonNoRoute, nil) }))
+	redirect := p.observe(HandlerFunc(httpsRedirect))
 	return HandlerFunc(func(ex *Exchange) {
 		port := uint32(ex.Conn.origDst.Port())
-		var gw *policy.GatewayPolicy
-		if p.opts.Gateway.Policy != nil {
-			gw = p.opts.Gateway.Policy()
-		}
+		gw := p.opts.Gateway.policy()
 		host := ex.R.Host
 		if host == "" {
 			host = ex.Authority
+		}
+		if gw.HTTPSRedirect(port, host) {
+			redirect.ServeExchange(ex)
+			return
 		}
 		vh, ok := gw.Select(port, host)
 		if !ok || p.opts.Resolver == nil {

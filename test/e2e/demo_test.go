@@ -404,12 +404,19 @@ func dashboardCheck(t *testing.T, c *cluster, mesh string) {
 	if dom := browse("/namespaces/microservices/deployment/order-service", "dashboard-workload.png"); !strings.Contains(dom, "<polyline") {
 		t.Errorf("the workload page's chart has no line: its script did not draw from the live API:\n%s", dom)
 	}
+	dashboardPagesCheck(t, browse) // topology, routes, check and tap (dashboard_test.go)
 	t.Logf("dashboard screenshots in %s", artifacts)
 }
 
 // requestsFrom sends requests ("METHOD URL") from a meshed pod with ServiceAccount sa and
 // returns one line per request ("METHOD URL -> STATUS version=V proxy-error=R").
 func requestsFrom(t *testing.T, c *cluster, sa string, parallel bool, requests ...string) []string {
+	t.Helper()
+	return requestsFromIn(t, c, "microservices", sa, parallel, requests...)
+}
+
+// requestsFromIn is requestsFrom in namespace ns.
+func requestsFromIn(t *testing.T, c *cluster, ns, sa string, parallel bool, requests ...string) []string {
 	t.Helper()
 	args := []string{"--timeout=30s"}
 	if parallel {
@@ -418,7 +425,7 @@ func requestsFrom(t *testing.T, c *cluster, sa string, parallel bool, requests .
 	for _, r := range requests {
 		args = append(args, "--request="+r)
 	}
-	out := strings.TrimSpace(runTrafficPod(t, c, sa, args))
+	out := strings.TrimSpace(runTrafficPodIn(t, c, ns, sa, args))
 	lines := strings.Split(out, "\n")
 	if len(lines) != len(requests) {
 		t.Fatalf("want %d answers, got:\n%s", len(requests), out)
@@ -437,9 +444,15 @@ func statusOf(line string) string {
 // microservices (injected by the webhook) as ServiceAccount sa, and returns its output.
 func runTrafficPod(t *testing.T, c *cluster, sa string, args []string) string {
 	t.Helper()
+	return runTrafficPodIn(t, c, "microservices", sa, args)
+}
+
+// runTrafficPodIn is runTrafficPod in namespace ns.
+func runTrafficPodIn(t *testing.T, c *cluster, ns, sa string, args []string) string {
+	t.Helper()
 	name := fmt.Sprintf("e2e-%s-%d", sa, time.Now().UnixNano()%1_000_000)
 	quoted, _ := json.Marshal(args)
-	c.apply(t, "microservices", fmt.Sprintf(`apiVersion: v1
+	c.apply(t, ns, fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata:
   name: %s
@@ -452,11 +465,11 @@ spec:
     imagePullPolicy: IfNotPresent
     args: %s
 `, name, sa, testImage("demo-traffic"), quoted))
-	defer func() { _, _ = c.run(t, time.Minute, "-n", "microservices", "delete", "pod", name, "--wait=false") }()
-	if phase := c.waitPodDone(t, "microservices", name, 3*time.Minute); phase != "Succeeded" {
-		t.Fatalf("pod %s %s:\n%s", name, phase, c.describe(t, "microservices"))
+	defer func() { _, _ = c.run(t, time.Minute, "-n", ns, "delete", "pod", name, "--wait=false") }()
+	if phase := c.waitPodDone(t, ns, name, 3*time.Minute); phase != "Succeeded" {
+		t.Fatalf("pod %s %s:\n%s", name, phase, c.describe(t, ns))
 	}
-	return c.must(t, "-n", "microservices", "logs", name, "-c", "client")
+	return c.must(t, "-n", ns, "logs", name, "-c", "client")
 }
 
 // trafficCounts are one line of the traffic generator: per target, ok, fail, the counts by

@@ -152,7 +152,7 @@ func (c *Checker) policy() check.Category {
 		{
 			ID:          "unsupported-fields",
 			Description: "the policy resources use only fields lightmesh supports",
-			Hint:        "remove or replace the fields listed (the controller ignores them); kubectl get <kind> <name> -o yaml shows the condition",
+			Hint:        "remove or replace the fields listed (the controller ignores them), and create the Secrets a Gateway names as missing (kubectl create secret tls NAME -n NAMESPACE); kubectl get <kind> <name> -o yaml shows the condition",
 			Run: func(ctx context.Context) error {
 				problems, err := c.unsupported(ctx)
 				if err != nil {

@@ -1,6 +1,7 @@
 package healthcheck_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -91,11 +92,25 @@ func TestPolicy(t *testing.T) {
 					map[string]any{"type": "ResolvedRefs", "status": "True", "reason": "ResolvedRefs", "message": "every backendRef is resolved"},
 				}}},
 			}))
-		got, _ := run(t, client, withDynamic(objects...), healthchecktest.Now)
+		dyn := healthchecktest.Dynamic(objects...)
+		// An HTTPS Gateway server whose credentialName Secret is missing (created through the
+		// client: the fake's constructor files kind Gateway under another resource).
+		gateway := healthchecktest.Resource("networking.istio.io/v1", "Gateway", "shop", "https", map[string]any{
+			"conditions": []any{
+				map[string]any{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "translated to lightmesh's policy"},
+				map[string]any{"type": "ResolvedRefs", "status": "False", "reason": "InvalidCertificateRef", "message": "the HTTPS server on port 443 (hosts shop.example.com): secret lightmesh/shop-cert does not exist"},
+			},
+		})
+		gvr := schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: "gateways"}
+		if _, err := dyn.Resource(gvr).Namespace("shop").Create(context.Background(), gateway, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := run(t, client, healthcheck.Options{NewDynamicClient: func() (dynamic.Interface, error) { return dyn, nil }}, healthchecktest.Now)
 		expect(t, got, "policy/istio", check.StatusWarning)
 		expect(t, got, "policy/unsupported-fields", check.StatusWarning)
 		want := "AuthorizationPolicy shop/deny: UnsupportedFields: spec.rules[0].to[0].operation.notMethods: not supported\n" +
 			"DestinationRule shop/bad: Invalid: spec.host: empty\n" +
+			"Gateway shop/https: InvalidCertificateRef: the HTTPS server on port 443 (hosts shop.example.com): secret lightmesh/shop-cert does not exist\n" +
 			"HTTPRoute shop/split: Accepted: " + healthcheck.UnsupportedMarker + ": spec.hostnames: ignored"
 		if e := got["policy/unsupported-fields"].Error; e != want {
 			t.Errorf("unsupported-fields says %q", e)

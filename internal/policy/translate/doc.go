@@ -27,6 +27,11 @@
 // answers 500. An unsupported route match condition (sourceLabels, sourceNamespace,
 // per-match gateways) leaves the match out rather than widen it.
 //
+// Gateway servers: HTTP, HTTP2 and GRPC; HTTPS with tls.mode SIMPLE (the default) or MUTUAL
+// and a credentialName (the Secret is resolved later, by the controller, in the gateway's
+// namespace); tls.httpsRedirect on HTTP servers. PASSTHROUGH and other modes, certificate
+// files and other protocols are reported and the server is left out.
+//
 // Invalid values (a bad regular expression, a negative weight, weights summing to 0, an
 // unknown PeerAuthentication mode, a malformed duration, ...) are *FieldError errors naming
 // the resource and the field; the resource is left out of the model and the others are

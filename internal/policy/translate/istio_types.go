@@ -29,9 +29,28 @@ type gatewayServer struct {
 	Port            *gatewayPort    `json:"port,omitempty"`
 	Bind            json.RawMessage `json:"bind,omitempty"`
 	Hosts           []string        `json:"hosts,omitempty"`
-	TLS             json.RawMessage `json:"tls,omitempty"`
+	TLS             *serverTLS      `json:"tls,omitempty"`
 	DefaultEndpoint json.RawMessage `json:"defaultEndpoint,omitempty"`
 	Name            string          `json:"name,omitempty"`
+}
+
+// serverTLS is a Gateway server's tls block (networking.istio.io ServerTLSSettings).
+type serverTLS struct {
+	HTTPSRedirect         bool            `json:"httpsRedirect,omitempty"`
+	Mode                  string          `json:"mode,omitempty"`
+	CredentialName        string          `json:"credentialName,omitempty"`
+	CredentialNames       json.RawMessage `json:"credentialNames,omitempty"`
+	TLSCertificates       json.RawMessage `json:"tlsCertificates,omitempty"`
+	ServerCertificate     json.RawMessage `json:"serverCertificate,omitempty"`
+	PrivateKey            json.RawMessage `json:"privateKey,omitempty"`
+	CACertificates        json.RawMessage `json:"caCertificates,omitempty"`
+	CACrl                 json.RawMessage `json:"caCrl,omitempty"`
+	SubjectAltNames       json.RawMessage `json:"subjectAltNames,omitempty"`
+	VerifyCertificateSpki json.RawMessage `json:"verifyCertificateSpki,omitempty"`
+	VerifyCertificateHash json.RawMessage `json:"verifyCertificateHash,omitempty"`
+	MinProtocolVersion    json.RawMessage `json:"minProtocolVersion,omitempty"`
+	MaxProtocolVersion    json.RawMessage `json:"maxProtocolVersion,omitempty"`
+	CipherSuites          json.RawMessage `json:"cipherSuites,omitempty"`
 }
 
 type gatewayPort struct {

@@ -57,18 +57,69 @@ func (r *resource) istioGateway() {
 		}
 		protocol := strings.ToUpper(s.Port.Protocol)
 		switch protocol {
-		case "HTTP", "HTTP2", "GRPC":
+		case "HTTP", "HTTP2", "GRPC", "HTTPS":
 		case "":
-			r.failf(path+".port.protocol", "missing; give HTTP, HTTP2 or GRPC")
+			r.failf(path+".port.protocol", "missing; give HTTP, HTTPS, HTTP2 or GRPC")
 			return
 		default:
-			r.unsupported(path+".port.protocol", fmt.Sprintf("protocol %s is not supported by lightmesh gateways (HTTP, HTTP2 and GRPC are); this server is left out", s.Port.Protocol))
+			r.unsupported(path+".port.protocol", fmt.Sprintf("protocol %s is not supported by lightmesh gateways (HTTP, HTTPS, HTTP2 and GRPC are); this server is left out", s.Port.Protocol))
 			continue
 		}
-		r.reportSet(path, reasonIgnored, field("port.targetPort", s.Port.TargetPort), field("bind", s.Bind), field("tls", s.TLS), field("defaultEndpoint", s.DefaultEndpoint))
-		gw.Servers = append(gw.Servers, policy.GatewayServer{Port: s.Port.Number, PortName: s.Port.Name, Protocol: protocol, Hosts: s.Hosts})
+		r.reportSet(path, reasonIgnored, field("port.targetPort", s.Port.TargetPort), field("bind", s.Bind), field("defaultEndpoint", s.DefaultEndpoint))
+		tls, keep := r.gatewayServerTLS(path, protocol, s.TLS)
+		if !keep {
+			continue
+		}
+		gw.Servers = append(gw.Servers, policy.GatewayServer{Port: s.Port.Number, PortName: s.Port.Name, Protocol: protocol, Hosts: s.Hosts, TLS: tls})
 	}
 	r.t.result.Model.Gateways = append(r.t.result.Model.Gateways, gw)
+}
+
+// gatewayServerTLS translates a Gateway server's tls block, as Istio reads it: an HTTPS
+// server terminates TLS with the certificate of the kubernetes.io/tls Secret credentialName
+// (mode SIMPLE, the default, or MUTUAL, which also verifies client certificates against the
+// Secret's ca.crt or the Secret credentialName-cacert); an HTTP server may set
+// httpsRedirect. keep is false when the server is left out (a mode lightmesh does not serve).
+func (r *resource) gatewayServerTLS(path, protocol string, in *serverTLS) (out *policy.GatewayTLS, keep bool) {
+	path += ".tls"
+	if protocol != "HTTPS" {
+		if in == nil {
+			return nil, true
+		}
+		if in.Mode != "" || in.CredentialName != "" {
+			r.unsupported(path, fmt.Sprintf("TLS settings on a %s server are not applied (only httpsRedirect is); use port.protocol HTTPS to terminate TLS", protocol))
+		}
+		if !in.HTTPSRedirect {
+			return nil, true
+		}
+		return &policy.GatewayTLS{HTTPSRedirect: true}, true
+	}
+	if in == nil {
+		r.unsupported(path, "an HTTPS server needs tls.mode SIMPLE or MUTUAL and tls.credentialName (a kubernetes.io/tls Secret in the gateway's namespace); this server is left out")
+		return nil, false
+	}
+	mode := strings.ToUpper(in.Mode)
+	switch mode {
+	case "", policy.GatewayTLSSimple:
+		mode = policy.GatewayTLSSimple
+	case policy.GatewayTLSMutual:
+	default:
+		r.unsupported(path+".mode", fmt.Sprintf("mode %s is not supported by lightmesh gateways (SIMPLE and MUTUAL are: the gateway terminates TLS); this server is left out", in.Mode))
+		return nil, false
+	}
+	if in.CredentialName == "" {
+		r.unsupported(path+".credentialName", "missing: lightmesh gateways read their certificate only from a kubernetes.io/tls Secret named by credentialName (serverCertificate and privateKey files are not supported); this server is left out")
+		return nil, false
+	}
+	r.reportSet(path, reasonIgnored, field("credentialNames", in.CredentialNames), field("tlsCertificates", in.TLSCertificates),
+		field("serverCertificate", in.ServerCertificate), field("privateKey", in.PrivateKey), field("caCertificates", in.CACertificates),
+		field("caCrl", in.CACrl), field("subjectAltNames", in.SubjectAltNames), field("verifyCertificateSpki", in.VerifyCertificateSpki),
+		field("verifyCertificateHash", in.VerifyCertificateHash), field("minProtocolVersion", in.MinProtocolVersion),
+		field("maxProtocolVersion", in.MaxProtocolVersion), field("cipherSuites", in.CipherSuites))
+	if in.HTTPSRedirect {
+		r.unsupported(path+".httpsRedirect", "only applies to HTTP servers; ignored on an HTTPS server")
+	}
+	return &policy.GatewayTLS{Mode: mode, CredentialName: in.CredentialName}, true
 }
 
 // gatewayRef resolves a VirtualService's gateway reference: "mesh", "name" (in the

@@ -299,7 +299,9 @@ spec:
   servers:
   - {port: {number: 443, name: https, protocol: HTTPS}, hosts: ["*"], tls: {mode: SIMPLE}}
   - {port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}
-`, []string{"spec.servers[0].port.protocol"}},
+  - {port: {number: 8443, name: tls, protocol: TLS}, hosts: ["*"], tls: {mode: PASSTHROUGH}}
+  - {port: {number: 9443, name: pass, protocol: HTTPS}, hosts: ["*"], tls: {mode: PASSTHROUGH}}
+`, []string{"spec.servers[0].tls.credentialName", "spec.servers[2].port.protocol", "spec.servers[3].tls.mode"}},
 		{"not a policy resource", `apiVersion: install.istio.io/v1alpha1
 kind: IstioOperator
 metadata: {name: control-plane}
