@@ -25,6 +25,8 @@ func NewRootCmd() *cobra.Command {
 		newUninjectCmd(),
 		newCheckCmd(kube),
 		newStatCmd(kube),
+		newTapCmd(kube),
+		newTopCmd(kube),
 		newDashboardCmd(kube),
 		newEdgesCmd(kube),
 	)

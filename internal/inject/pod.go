@@ -10,6 +10,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/lightmesh/lightmesh/internal/tap"
 )
 
 // workload says where a kind keeps its pod template: the API group it must come from and the
@@ -365,6 +367,7 @@ func ProxyContainer(cfg *Config, ingress bool) corev1.Container {
 		Ports: []corev1.ContainerPort{
 			{Name: InboundPortName, ContainerPort: InboundPort, Protocol: corev1.ProtocolTCP},
 			{Name: AdminPortName, ContainerPort: AdminPort, Protocol: corev1.ProtocolTCP},
+			{Name: tap.ProxyPortName, ContainerPort: tap.ProxyPort, Protocol: corev1.ProtocolTCP},
 		},
 		Env:       env,
 		Resources: *cfg.ProxyResources.DeepCopy(),

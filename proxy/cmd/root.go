@@ -152,16 +152,18 @@ func Run(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 		log.Warn("identity is disabled: the destination service (mTLS only) is not used; outbound traffic goes to its original destination",
 			"destinationAddr", cfg.DestinationAddr)
 	}
+	var readyDetail func() string
 	if cfg.DestinationAddr != "" && src != nil {
 		client, err := destination.New(ctx, destination.Options{
 			Addr: cfg.DestinationAddr, ServerName: cfg.DestinationServerName, Source: src,
 			ContextToken: cfg.PodNamespace + "/" + cfg.PodName, Logger: log,
 			PodNamespace: cfg.PodNamespace, PodName: cfg.PodName,
-			Gateway: cfg.GatewayListeners != nil,
+			Gateway: cfg.GatewayListeners != nil, Registerer: registry.Registerer(),
 		})
 		if err != nil {
 			return fmt.Errorf("refusing to start: %w", err)
 		}
+		readyDetail = client.ReadyDetail
 		resolvers = append(resolvers, client)
 		opts.Balancer = &discovery.PeakEWMA{}
 		opts.Policy = client
@@ -184,6 +186,13 @@ func Run(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 	default:
 		opts.Resolver = resolvers
 	}
+	tapSrv, err := newTapServer(cfg, tlsConf, registry, log)
+	if err != nil {
+		return err
+	}
+	if tapSrv != nil {
+		opts.Tap = tapSrv.Hub()
+	}
 	proxy, err := dataplane.New(opts)
 	if err != nil {
 		return err
@@ -199,6 +208,7 @@ func Run(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 		Ready: func() bool {
 			return proxy.Listening() && (tlsConf == nil || tlsConf.Ready())
 		},
+		ReadyDetail: readyDetail,
 	}
 	if tlsConf != nil {
 		adminOpts.Certificate = tlsConf.Certificate
@@ -213,6 +223,15 @@ func Run(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 	if err := proxy.Start(); err != nil {
 		_ = adminSrv.Shutdown(context.Background())
 		return err
+	}
+	if tapSrv != nil {
+		if err := tapSrv.Start(); err != nil {
+			_ = adminSrv.Shutdown(context.Background())
+			_ = proxy.Shutdown(context.Background())
+			return err
+		}
+		defer tapSrv.Shutdown()
+		log.Info("tap listening", "addr", tapSrv.Addr().String(), "allowed", cfg.TapIdentity.String())
 	}
 	log.Info("admin listening", "addr", adminSrv.Addr().String())
 	<-ctx.Done()

@@ -66,6 +66,11 @@ type Config struct {
 	// PodName and PodNamespace name the pod: in logs, and, with DestinationAddr, the pod
 	// whose inbound policy (mTLS mode, authorization) the proxy streams.
 	PodName, PodNamespace string
+	// TapAddr is the tap listener (mTLS, the controller only); "" when tapping is off.
+	// TapIdentity is the one identity that may tap: TAP_IDENTITY, else the controller's
+	// ServiceAccount in the control plane's namespace (the one of IDENTITY_ADDR's host).
+	TapAddr     string
+	TapIdentity identity.SpiffeID
 	// DestinationAddr is the controller's destination service; when set, the proxy resolves
 	// outbound traffic through it (after STATIC_DESTINATIONS), over mTLS with its own
 	// certificate, verifying DestinationServerName.
@@ -116,6 +121,8 @@ var Variables = []Variable{
 	{"TRACING_SAMPLER_PARAM", "1", "the sampler's param: 1 or 0 (const), a probability (probabilistic), traces per second (ratelimiting)"},
 	{"TRACING_LOG_SPANS", "false", "true logs every reported span"},
 	{"TRACING_SERVICE_NAME", "", "the spans' service name (mesh inject: the pod's app label); default: the ServiceAccount, then the pod name"},
+	{"TAP_ADDR", "0.0.0.0:4190", "tap listener (ip:port), mTLS, for the controller's identity only (mesh tap, mesh top); none turns tapping off"},
+	{"TAP_IDENTITY", "", "the SPIFFE ID allowed to tap (default: spiffe://<TRUST_DOMAIN>/ns/<control-plane namespace>/sa/lightmesh-controller, the namespace read from IDENTITY_ADDR's host, else lightmesh)"},
 	{"STATIC_DESTINATIONS", "", "fixed discovery table: KEY=IP:PORT[@SPIFFE-ID][|...], comma-separated (KEY is ip:port or host:port); empty: passthrough"},
 }
 
@@ -196,6 +203,7 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 	}
 	c.loadIdentity(&l)
 	c.loadTracing(&l)
+	c.loadTap(&l)
 	if err := errors.Join(l.errs...); err != nil {
 		return nil, err
 	}
@@ -266,6 +274,40 @@ func (c *Config) loadTracing(l *loader) {
 		}
 	}
 	c.Tracing = &t
+}
+
+// ControllerServiceAccount is the control plane's ServiceAccount, whose identity may tap.
+const ControllerServiceAccount = "lightmesh-controller"
+
+// loadTap reads the tap listener and the identity allowed to use it.
+func (c *Config) loadTap(l *loader) {
+	addr := l.string("TAP_ADDR")
+	if addr == "" || addr == "none" {
+		return
+	}
+	if _, err := netip.ParseAddrPort(addr); err != nil {
+		l.fail("TAP_ADDR", addr, "write ip:port, such as 0.0.0.0:4190, or none")
+		return
+	}
+	c.TapAddr = addr
+	if v := l.string("TAP_IDENTITY"); v != "" {
+		id, err := identity.ParseSpiffeID(v)
+		if err != nil {
+			l.fail("TAP_IDENTITY", v, "write a SPIFFE ID such as spiffe://cluster.local/ns/lightmesh/sa/lightmesh-controller: "+err.Error())
+		}
+		c.TapIdentity = id
+		return
+	}
+	// identity.NS.svc.cluster.local:8080 names the control plane's namespace.
+	ns := "lightmesh"
+	if host, _, err := net.SplitHostPort(l.string("IDENTITY_ADDR")); err == nil {
+		if labels := strings.Split(host, "."); len(labels) >= 3 && labels[2] == "svc" && labels[1] != "" {
+			ns = labels[1]
+		}
+	}
+	if id, err := identity.NewSpiffeID(c.TrustDomain, ns, ControllerServiceAccount); err == nil {
+		c.TapIdentity = id
+	}
 }
 
 // loadDestination reads the destination service's address. The service needs the proxy's

@@ -130,3 +130,34 @@ func TestIngressMode(t *testing.T) {
 		}
 	}
 }
+
+func TestTap(t *testing.T) {
+	c, err := Load(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.TapAddr != "0.0.0.0:4190" || c.TapIdentity.String() != "spiffe://cluster.local/ns/lightmesh/sa/lightmesh-controller" {
+		t.Errorf("defaults: %q %q", c.TapAddr, c.TapIdentity)
+	}
+	// The control plane's namespace and the trust domain come from the identity settings.
+	c, err = Load(env(map[string]string{"IDENTITY_ADDR": "identity.mesh-cp.svc.example.org:8080", "TRUST_DOMAIN": "example.org",
+		"TRUST_ANCHORS": "", "IDENTITY_DISABLED": "true"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.TapIdentity.String(); got != "spiffe://example.org/ns/mesh-cp/sa/lightmesh-controller" {
+		t.Errorf("derived tap identity %q", got)
+	}
+	c, err = Load(env(map[string]string{"TAP_ADDR": "127.0.0.1:5000", "TAP_IDENTITY": "spiffe://cluster.local/ns/ops/sa/tapper"}))
+	if err != nil || c.TapAddr != "127.0.0.1:5000" || c.TapIdentity.String() != "spiffe://cluster.local/ns/ops/sa/tapper" {
+		t.Errorf("set: %v %q %q", err, c.TapAddr, c.TapIdentity)
+	}
+	if c, err := Load(env(map[string]string{"TAP_ADDR": "none"})); err != nil || c.TapAddr != "" {
+		t.Errorf("none: %v %q", err, c.TapAddr)
+	}
+	for name, value := range map[string]string{"TAP_ADDR": "4190", "TAP_IDENTITY": "controller"} {
+		if _, err := Load(env(map[string]string{name: value})); err == nil || !strings.Contains(err.Error(), "MESH_PROXY_"+name) {
+			t.Errorf("%s=%s: %v", name, value, err)
+		}
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/lightmesh/lightmesh/proxy/h1"
 	"github.com/lightmesh/lightmesh/proxy/meshtls"
 	"github.com/lightmesh/lightmesh/proxy/metrics"
+	proxytap "github.com/lightmesh/lightmesh/proxy/tap"
 	"github.com/lightmesh/lightmesh/proxy/tracing"
 )
 
@@ -55,6 +56,8 @@ type Options struct {
 	Gateway *GatewayOptions
 	// Tracer makes a span per HTTP request; nil means no tracing.
 	Tracer *tracing.Tracer
+	// Tap receives every finished HTTP request while someone taps (tap.go); nil means none.
+	Tap *proxytap.Hub
 	// Policy supplies routes, traffic policies and inbound authorization; nil means none.
 	Policy discovery.PolicySource
 	// Balancer picks endpoints (a PeakEWMA when nil). A discovery.LoadAware balancer is told

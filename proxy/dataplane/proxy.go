@@ -99,13 +99,13 @@ func New(opts Options) (*Proxy, error) {
 	p.traffic = newClusters(p)
 	if opts.Policy != nil {
 		// route resolves, applies the outbound policy and observes (route.go).
-		p.outboundChain = Chain(p.outboundForward(), p.sanitize(outbound), p.trace(outbound), p.route)
+		p.outboundChain = Chain(p.outboundForward(), p.sanitize(outbound), p.trace(outbound), p.tap(outbound), p.route)
 	} else {
-		p.outboundChain = Chain(p.outboundForward(), p.sanitize(outbound), p.trace(outbound), p.resolve, p.observe)
+		p.outboundChain = Chain(p.outboundForward(), p.sanitize(outbound), p.trace(outbound), p.tap(outbound), p.resolve, p.observe)
 	}
-	p.inboundChain = Chain(p.inboundForward(), p.sanitize(inbound), p.trace(inbound), p.observe, p.authorize)
+	p.inboundChain = Chain(p.inboundForward(), p.sanitize(inbound), p.trace(inbound), p.tap(inbound), p.observe, p.authorize)
 	if opts.Gateway != nil {
-		p.gatewayChain = Chain(p.outboundForward(), p.sanitize(outbound), p.trace(outbound), p.gatewayRoute)
+		p.gatewayChain = Chain(p.outboundForward(), p.sanitize(outbound), p.trace(outbound), p.tap(outbound), p.gatewayRoute)
 	}
 	return p, nil
 }
