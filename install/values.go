@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -56,6 +57,18 @@ type Values struct {
 	// Ingress (mesh install --ingress) deploys the ingress gateway: pods labelled
 	// istio: ingressgateway that serve the Istio Gateways selecting them.
 	Ingress IngressValues `json:"ingress"`
+
+	// Stats configure the controller's stats service (mesh stat, the dashboard).
+	Stats StatsValues `json:"stats"`
+}
+
+// StatsValues configure the stats service.
+type StatsValues struct {
+	// PrometheusURL, when set, makes the stats service answer from PromQL queries to this
+	// Prometheus (which must scrape the proxies with the add-on's labels, namespace and pod)
+	// instead of scraping the proxies itself; for the add-on:
+	// http://prometheus.<namespace>.svc:9090.
+	PrometheusURL string `json:"prometheusUrl"`
 }
 
 // TracingValues are the proxies' Jaeger client settings.
@@ -268,6 +281,7 @@ func (v *Values) Validate() error {
 		{"prometheus.image", v.Prometheus.Image, inject.ValidateImage},
 		{"grafana.image", v.Grafana.Image, inject.ValidateImage},
 		{"jaeger.image", v.Jaeger.Image, inject.ValidateImage},
+		{"stats.prometheusUrl", v.Stats.PrometheusURL, optional(httpURL)},
 	}
 	for _, r := range []struct {
 		path string
@@ -326,6 +340,15 @@ func ports(s string) error {
 func subnets(s string) error {
 	_, err := inject.ParseSubnets(s)
 	return err
+}
+
+// httpURL accepts an http:// or https:// URL with a host.
+func httpURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return errors.New("is not an http:// or https:// URL with a host, such as http://prometheus.lightmesh.svc:9090")
+	}
+	return nil
 }
 
 // quantity accepts an empty value (left out) or a positive resource quantity.
@@ -623,6 +646,9 @@ func (v *Values) StoredYAML() ([]byte, error) {
 	}
 	if v.Ingress == defaults.Ingress {
 		delete(tree, "ingress")
+	}
+	if v.Stats == defaults.Stats {
+		delete(tree, "stats")
 	}
 	for key, pair := range map[string][2]AddonValues{
 		"prometheus": {v.Prometheus, defaults.Prometheus},

@@ -8,9 +8,16 @@ import (
 	"os/signal"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
+	"github.com/lightmesh/lightmesh/install"
+	"github.com/lightmesh/lightmesh/internal/check/healthcheck"
+	"github.com/lightmesh/lightmesh/internal/version"
 	webcmd "github.com/lightmesh/lightmesh/web/cmd"
 	"github.com/lightmesh/lightmesh/web/dashboard"
 )
@@ -43,7 +50,9 @@ func newDashboardCmd(kube *kubeOptions) *cobra.Command {
 		Short: "Serve the dashboard on this machine and print its URL",
 		Long: `Serve lightmesh's dashboard (mesh-web's pages) on this machine, reading the control plane's
 stats service through the Kubernetes API server's service proxy, as mesh stat does: you need
-get on services/proxy in the control plane's namespace. It runs until interrupted (Ctrl-C).`,
+get on services/proxy in the control plane's namespace. The routes section and the check page
+read the cluster with your credentials too (read-only: get and list); what they may not read
+is shown as not available or skipped. It runs until interrupted (Ctrl-C).`,
 		Example: `  mesh dashboard
   mesh dashboard --port 8084 --control-plane-namespace lightmesh`,
 		Args: cobra.NoArgs,
@@ -51,14 +60,13 @@ get on services/proxy in the control plane's namespace. It runs until interrupte
 			if err := opts.validate(); err != nil {
 				return err
 			}
-			client, _, err := statClient(kube)
+			dash, err := dashboardSources(cmd.Context(), kube, opts)
 			if err != nil {
 				return err
 			}
-			src := &dashboard.KubeStats{Client: client, Namespace: opts.controlPlaneNamespace, Service: statService}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			return runDashboard(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), opts, src)
+			return runDashboard(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), opts, dash)
 		},
 	}
 	flags := cmd.Flags()
@@ -68,10 +76,51 @@ get on services/proxy in the control plane's namespace. It runs until interrupte
 	return cmd
 }
 
-// runDashboard serves the dashboard from src until ctx ends; it prints the URL to out once
-// it listens.
-func runDashboard(ctx context.Context, out, errOut io.Writer, opts *dashboardOptions, src dashboard.StatSource) error {
-	server, err := dashboard.New(dashboard.Options{Stats: src})
+// dashboardSources are the dashboard's sources, all with the kubeconfig's credentials: the
+// stats service (stats, edges, tap) through the API server's service proxy, the route
+// resources and the checks read from the API server. Nothing is written.
+func dashboardSources(ctx context.Context, kube *kubeOptions, opts *dashboardOptions) (dashboard.Options, error) {
+	client, _, err := statClient(kube)
+	if err != nil {
+		return dashboard.Options{}, err
+	}
+	cfg, err := kube.restConfig()
+	if err != nil {
+		return dashboard.Options{}, err
+	}
+	streamCfg := rest.CopyConfig(cfg)
+	streamCfg.Timeout = 0 // a tap lasts its duration; the dashboard bounds it by its context
+	stream, err := kubernetes.NewForConfig(streamCfg)
+	if err != nil {
+		return dashboard.Options{}, err
+	}
+	cluster, err := kube.cluster()
+	if err != nil {
+		return dashboard.Options{}, err
+	}
+	domain := install.DefaultValues().ClusterDomain
+	valuesCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if v, err := kube.installedValues(valuesCtx, opts.controlPlaneNamespace); err == nil && v.ClusterDomain != "" {
+		domain = v.ClusterDomain
+	}
+	return dashboard.Options{
+		Stats:  &dashboard.KubeStats{Client: client, StreamClient: stream.CoreV1().RESTClient(), Namespace: opts.controlPlaneNamespace, Service: statService},
+		Routes: &dashboard.KubeRoutes{Client: cluster.core, Dynamic: cluster.dynamic, DomainSuffix: domain},
+		Checks: &dashboard.HealthChecks{Options: healthcheck.Options{
+			ControlPlaneNamespace: opts.controlPlaneNamespace,
+			Version:               version.Version,
+			ClientGoVersion:       moduleVersion("k8s.io/client-go"),
+			NewClient:             func() (kubernetes.Interface, error) { return cluster.core, nil },
+			NewDynamicClient:      func() (dynamic.Interface, error) { return cluster.dynamic, nil },
+		}},
+	}, nil
+}
+
+// runDashboard serves the dashboard from the sources of dash until ctx ends; it prints the
+// URL to out once it listens.
+func runDashboard(ctx context.Context, out, errOut io.Writer, opts *dashboardOptions, dash dashboard.Options) error {
+	server, err := dashboard.New(dash)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lightmesh/lightmesh/controller/stats"
+	"github.com/lightmesh/lightmesh/web/dashboard"
 )
 
 type oneRowStats struct{}
@@ -26,7 +27,7 @@ func TestDashboardServesUntilCancelled(t *testing.T) {
 	done := make(chan error, 1)
 	opts := newDashboardOptions()
 	opts.port = 0
-	go func() { done <- runDashboard(ctx, pw, io.Discard, opts, oneRowStats{}) }()
+	go func() { done <- runDashboard(ctx, pw, io.Discard, opts, dashboard.Options{Stats: oneRowStats{}}) }()
 	line, err := bufio.NewReader(pr).ReadString('\n')
 	if err != nil {
 		t.Fatal(err)

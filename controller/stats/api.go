@@ -139,7 +139,7 @@ func (s *Service) Handler() http.Handler {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 			return
 		}
-		rows, err := s.Stat(q)
+		rows, err := s.StatContext(r.Context(), q)
 		if err != nil {
 			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 			return
@@ -155,7 +155,7 @@ func (s *Service) Handler() http.Handler {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 			return
 		}
-		edges, err := s.Edges(q)
+		edges, err := s.EdgesContext(r.Context(), q)
 		if err != nil {
 			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 			return

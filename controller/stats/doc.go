@@ -2,6 +2,8 @@
 // scrapes each proxy's admin /metrics (port 4191) on an interval, keeps about 15 minutes of
 // snapshots per pod in memory, and answers `mesh stat` with per-resource success rate, request
 // rate, latency quantiles and open TCP connections over a window, so no Prometheus is needed.
+// With Options.PrometheusURL it scrapes nothing and answers the same API from PromQL queries
+// to that Prometheus instead (prometheus.go: PromQueries).
 //
 // API (JSON, read-only):
 //

@@ -1,6 +1,7 @@
 package stats
 
 import (
+	"context"
 	"slices"
 	"sort"
 	"strings"
@@ -36,7 +37,10 @@ type Edge struct {
 
 // Edges answers which identities sent requests to the resources of q (q.From and q.To are
 // not used).
-func (s *Service) Edges(q Query) ([]Edge, error) {
+func (s *Service) Edges(q Query) ([]Edge, error) { return s.EdgesContext(context.Background(), q) }
+
+// EdgesContext is Edges with a context for the Prometheus queries.
+func (s *Service) EdgesContext(ctx context.Context, q Query) ([]Edge, error) {
 	pods, err := s.listPods(q.Namespace)
 	if err != nil {
 		return nil, err
@@ -44,14 +48,18 @@ func (s *Service) Edges(q Query) ([]Edge, error) {
 	type key struct{ dst, dstNS, peer string }
 	groups := map[key]*windowStats{}
 	now := s.opts.Now()
+	src, err := s.source(ctx, q.Namespace, q.Window, now)
+	if err != nil {
+		return nil, err
+	}
 	for _, pod := range pods {
 		name := owner(pod, q.Resource)
 		if name == "" || (q.Name != "" && name != q.Name) || !Meshed(pod) {
 			continue
 		}
 		pk := podKey{pod.Namespace, pod.Name}
-		for _, peer := range s.store.peersSeen(pk, now, q.Window, false) {
-			w := s.store.window(pk, now, q.Window, peers(false, func(p string) bool { return p == peer }))
+		for _, peer := range src.peersSeen(pk, now, q.Window, false) {
+			w := src.window(pk, now, q.Window, peers(false, func(p string) bool { return p == peer }))
 			if !w.scraped || w.success+w.failure == 0 {
 				continue
 			}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,6 +43,11 @@ type Options struct {
 	Logger        *slog.Logger
 	// MetricsURL returns the metrics URL of a pod; tests point it at httptest servers.
 	MetricsURL func(pod *corev1.Pod) string
+	// PrometheusURL, when set, is the base URL of a Prometheus that scrapes the proxies (as
+	// install's add-on does): the answers then come from PromQL queries to it, each bounded
+	// by PrometheusTimeout, and the service scrapes nothing itself.
+	PrometheusURL     string
+	PrometheusTimeout time.Duration
 }
 
 // Service scrapes meshed pods and answers the stats API.
@@ -51,6 +57,7 @@ type Service struct {
 	pods     corelisters.PodLister
 	synced   cache.InformerSynced
 	store    *store
+	prom     *promClient // nil: answer from the store
 	mu       sync.Mutex
 	lastErrs map[podKey]string
 }
@@ -87,12 +94,23 @@ func New(opts Options) (*Service, error) {
 			return "http://" + net.JoinHostPort(pod.Status.PodIP, port) + "/metrics"
 		}
 	}
+	if opts.PrometheusTimeout <= 0 {
+		opts.PrometheusTimeout = DefaultPrometheusTimeout
+	}
+	var prom *promClient
+	if opts.PrometheusURL != "" {
+		u, err := url.Parse(opts.PrometheusURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("prometheus URL %q: give the server's base URL, such as http://prometheus.lightmesh.svc:9090", opts.PrometheusURL)
+		}
+		prom = &promClient{base: strings.TrimSuffix(opts.PrometheusURL, "/"), http: opts.HTTPClient, timeout: opts.PrometheusTimeout}
+	}
 	factory := informers.NewSharedInformerFactory(opts.Client, 0)
 	podInformer := factory.Core().V1().Pods()
 	s := &Service{
 		opts: opts, factory: factory,
 		pods: podInformer.Lister(), synced: podInformer.Informer().HasSynced,
-		store: newStore(opts.Retention), lastErrs: map[podKey]string{},
+		store: newStore(opts.Retention), prom: prom, lastErrs: map[podKey]string{},
 	}
 	return s, nil
 }
@@ -132,8 +150,13 @@ func Meshed(pod *corev1.Pod) bool {
 	return false
 }
 
-// Run scrapes every meshed running pod at once and then at every tick, until ctx ends.
+// Run scrapes every meshed running pod at once and then at every tick, until ctx ends. With
+// a Prometheus URL it scrapes nothing: Prometheus does.
 func (s *Service) Run(ctx context.Context, tick <-chan time.Time) {
+	if s.prom != nil {
+		<-ctx.Done()
+		return
+	}
 	s.ScrapeOnce(ctx)
 	for {
 		select {
@@ -329,8 +352,20 @@ func (s *Service) sliceOf(q Query) (slice, error) {
 	return peers(outbound, func(peer string) bool { return ids[peerIdentity(peer)] }), nil
 }
 
-// Stat answers q from the pod cache and the scraped snapshots.
-func (s *Service) Stat(q Query) ([]Row, error) {
+// source returns what answers a query for the pods of namespace over window at now: the
+// scraped snapshots, or Prometheus.
+func (s *Service) source(ctx context.Context, namespace string, window time.Duration, now time.Time) (windowSource, error) {
+	if s.prom == nil {
+		return s.store, nil
+	}
+	return s.prom.fetch(ctx, namespace, window, now)
+}
+
+// Stat answers q from the pod cache and the scraped snapshots (or Prometheus).
+func (s *Service) Stat(q Query) ([]Row, error) { return s.StatContext(context.Background(), q) }
+
+// StatContext is Stat with a context for the Prometheus queries.
+func (s *Service) StatContext(ctx context.Context, q Query) ([]Row, error) {
 	pods, err := s.listPods(q.Namespace)
 	if err != nil {
 		return nil, err
@@ -340,6 +375,10 @@ func (s *Service) Stat(q Query) ([]Row, error) {
 		return nil, err
 	}
 	now := s.opts.Now()
+	src, err := s.source(ctx, q.Namespace, q.Window, now)
+	if err != nil {
+		return nil, err
+	}
 	type group struct {
 		row Row
 		w   windowStats
@@ -366,7 +405,7 @@ func (s *Service) Stat(q Query) ([]Row, error) {
 		g.row.TotalPods++
 		if Meshed(pod) {
 			g.row.MeshedPods++
-			g.w.add(s.store.window(podKey{pod.Namespace, pod.Name}, now, q.Window, sl))
+			g.w.add(src.window(podKey{pod.Namespace, pod.Name}, now, q.Window, sl))
 		}
 	}
 	rows := make([]Row, 0, len(groups))

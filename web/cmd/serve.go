@@ -14,11 +14,15 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/lightmesh/lightmesh/controller/stats"
+	"github.com/lightmesh/lightmesh/internal/check/healthcheck"
+	"github.com/lightmesh/lightmesh/internal/version"
 	"github.com/lightmesh/lightmesh/web/dashboard"
 )
 
@@ -86,17 +90,47 @@ so RBAC decides who may read it.`,
 // runServe serves the dashboard until ctx ends.
 func runServe(ctx context.Context, errOut io.Writer, opts *serveOptions) error {
 	logger := slog.New(slog.NewJSONHandler(errOut, nil))
-	var src dashboard.StatSource
+	dash := dashboard.Options{AllowedHosts: opts.allowedHosts, Window: opts.window, Logger: logger}
+	cfg, cfgErr := kubeConfig(opts.kubeconfig)
 	if opts.statsURL != "" {
-		src = &dashboard.HTTPStats{Base: opts.statsURL}
+		dash.Stats = &dashboard.HTTPStats{Base: opts.statsURL}
 	} else {
-		client, err := restClient(opts.kubeconfig)
+		if cfgErr != nil {
+			return cfgErr
+		}
+		client, err := corev1client.NewForConfig(cfg)
 		if err != nil {
 			return err
 		}
-		src = &dashboard.KubeStats{Client: client, Namespace: opts.controlPlaneNamespace, Service: "stats:8085"}
+		streamCfg := rest.CopyConfig(cfg)
+		streamCfg.Timeout = 0 // a tap lasts its duration, bounded by the request's context
+		stream, err := corev1client.NewForConfig(streamCfg)
+		if err != nil {
+			return err
+		}
+		dash.Stats = &dashboard.KubeStats{Client: client.RESTClient(), StreamClient: stream.RESTClient(), Namespace: opts.controlPlaneNamespace, Service: "stats:8085"}
 	}
-	server, err := dashboard.New(dashboard.Options{Stats: src, AllowedHosts: opts.allowedHosts, Window: opts.window, Logger: logger})
+	// Routes and checks read the API server (read-only) when a configuration is at hand.
+	if cfgErr == nil {
+		core, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			return err
+		}
+		dyn, err := dynamic.NewForConfig(cfg)
+		if err != nil {
+			return err
+		}
+		dash.Routes = &dashboard.KubeRoutes{Client: core, Dynamic: dyn}
+		dash.Checks = &dashboard.HealthChecks{Options: healthcheck.Options{
+			ControlPlaneNamespace: opts.controlPlaneNamespace,
+			Version:               version.Version,
+			NewClient:             func() (kubernetes.Interface, error) { return core, nil },
+			NewDynamicClient:      func() (dynamic.Interface, error) { return dyn, nil },
+		}}
+	} else {
+		logger.Warn("no Kubernetes configuration: the routes section and the check page are not available", "err", cfgErr)
+	}
+	server, err := dashboard.New(dash)
 	if err != nil {
 		return err
 	}
@@ -129,8 +163,8 @@ func Serve(ctx context.Context, lis net.Listener, h http.Handler) error {
 	return nil
 }
 
-// restClient is a core/v1 REST client from kubeconfig (in-cluster when empty).
-func restClient(kubeconfig string) (rest.Interface, error) {
+// kubeConfig is the client configuration from kubeconfig (in-cluster when empty).
+func kubeConfig(kubeconfig string) (*rest.Config, error) {
 	var cfg *rest.Config
 	var err error
 	if kubeconfig == "" {
@@ -142,9 +176,5 @@ func restClient(kubeconfig string) (rest.Interface, error) {
 		return nil, fmt.Errorf("load the Kubernetes client configuration: %w; give --kubeconfig or --stats-url", err)
 	}
 	cfg.Timeout = 30 * time.Second
-	client, err := corev1client.NewForConfig(cfg)
-	if err != nil {
-		return nil, err
-	}
-	return client.RESTClient(), nil
+	return cfg, nil
 }

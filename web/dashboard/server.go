@@ -28,6 +28,14 @@ var workloadKinds = []string{stats.ResourceDeployment, stats.ResourceStatefulSet
 type Options struct {
 	// Stats answers the stat queries. Required.
 	Stats StatSource
+	// Edges answers the edge queries of the topology and workload pages; when nil, Stats
+	// is used if it is an EdgeSource too. Tap streams the tap page; likewise.
+	Edges EdgeSource
+	Tap   TapSource
+	// Routes finds a workload's routes; Checks runs mesh check's checks. Without them,
+	// their sections say they are not available.
+	Routes RouteSource
+	Checks CheckSource
 	// AllowedHosts are the host names (without port) the Host header may carry, besides
 	// localhost, 127.0.0.1 and ::1; "*" allows any (only behind something that checks it).
 	AllowedHosts []string
@@ -58,12 +66,19 @@ func New(opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if e, ok := opts.Stats.(EdgeSource); ok && opts.Edges == nil {
+		opts.Edges = e
+	}
+	if t, ok := opts.Stats.(TapSource); ok && opts.Tap == nil {
+		opts.Tap = t
+	}
 	pages, err := template.New("").Funcs(template.FuncMap{
 		"pct":     formatPercent,
 		"rps":     formatRPS,
 		"ms":      formatMs,
 		"num":     formatNumber,
 		"kindURL": func(k string) string { return url.PathEscape(k) },
+		"svgNum":  svgNum,
 	}).ParseFS(assets, "assets/*.html")
 	if err != nil {
 		return nil, fmt.Errorf("dashboard: templates: %w", err)
@@ -76,6 +91,10 @@ func New(opts Options) (*Server, error) {
 	s.mux.HandleFunc("GET /{$}", s.namespacesPage)
 	s.mux.HandleFunc("GET /namespaces/{ns}", s.namespacePage)
 	s.mux.HandleFunc("GET /namespaces/{ns}/{kind}/{name}", s.workloadPage)
+	s.mux.HandleFunc("GET /namespaces/{ns}/topology", s.topologyPage)
+	s.mux.HandleFunc("GET /check", s.checkPage)
+	s.mux.HandleFunc("GET /tap", s.tapPage)
+	s.mux.HandleFunc("GET /api/tap", s.apiTap)
 	return s, nil
 }
 
@@ -154,6 +173,27 @@ type pageData struct {
 	Name      string
 	Window    string
 	Tables    []table
+	// Section is the navigation entry of the page: workloads, topology, check or tap.
+	Section string
+	// Error is a problem of the page's main section.
+	Error string
+
+	Topology *topology
+	// Edges are the inbound edges (workload page) or all of them (topology page);
+	// OutEdges the workload's outbound ones.
+	Edges    []edgeView
+	OutEdges []edgeView
+	OutError string
+
+	Routes      *routesData
+	RoutesError string
+
+	Checks       []checkView
+	CheckCounts  [4]int // success, warning, error, skipped
+	ChecksNotRun int    // after a fatal failure
+
+	TapForm  tapForm
+	TapQuery string // the /api/tap query the script streams; empty: none yet
 }
 
 func (s *Server) query(ctx context.Context, resource, namespace, name string) table {
@@ -184,7 +224,7 @@ func (s *Server) namespacesPage(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) namespacePage(w http.ResponseWriter, r *http.Request) {
 	ns := r.PathValue("ns")
-	data := pageData{Title: "Namespace " + ns, Namespace: ns, Window: s.opts.Window.String()}
+	data := pageData{Title: "Namespace " + ns, Namespace: ns, Section: "workloads", Window: s.opts.Window.String()}
 	for _, kind := range workloadKinds {
 		t := s.query(r.Context(), kind, ns, "")
 		if len(t.Rows) == 0 && t.Error == "" {
@@ -205,7 +245,9 @@ func (s *Server) workloadPage(w http.ResponseWriter, r *http.Request) {
 	}
 	t := s.query(r.Context(), resource, ns, name)
 	t.Title = "Golden metrics"
-	s.render(w, "workload.html", pageData{Title: resource + " " + ns + "/" + name, Namespace: ns, Kind: resource, Name: name, Window: s.opts.Window.String(), Tables: []table{t}})
+	data := pageData{Title: resource + " " + ns + "/" + name, Namespace: ns, Kind: resource, Name: name, Section: "workloads", Window: s.opts.Window.String(), Tables: []table{t}}
+	s.workloadExtras(r.Context(), &data)
+	s.render(w, "workload.html", data)
 }
 
 func (s *Server) render(w http.ResponseWriter, page string, data pageData) {

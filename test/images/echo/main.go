@@ -1,8 +1,10 @@
 // Command e2e-echo is the small program the end-to-end tests run in pods.
 //
-//	e2e-echo serve [--addr :8080] [--drain 0s] [--quiet]
+//	e2e-echo serve [--addr :8080] [--drain 0s] [--quiet] [--fail-every 0] [--hang-every 0] [--reset-every 0]
 //	    answers every HTTP request with the pod's name (its host name), in the body and in the
-//	    X-Echo-Pod header, and logs the request (not with --quiet). On SIGTERM it keeps serving
+//	    X-Echo-Pod header, and logs the request (not with --quiet). With --fail-every N, every
+//	    Nth request (the Nth, 2Nth, ...) is answered 500 instead, so exactly 1/N fail; with
+//	    --hang-every N it is never answered, with --reset-every N its connection is reset. On SIGTERM it keeps serving
 //	    for --drain (/ready answers 503 meanwhile) as a well-behaved app does while its endpoint
 //	    is being removed, then stops, letting requests in flight finish.
 //	e2e-echo origdst-serve [--outbound 127.0.0.1:4140] [--inbound :4143]
@@ -74,9 +76,16 @@ func serve(args []string) error {
 	addr := fs.String("addr", ":8080", "address to listen on")
 	drain := fs.Duration("drain", 0, "on SIGTERM, keep serving this long before stopping")
 	quiet := fs.Bool("quiet", false, "do not log every request")
+	failEvery := fs.Int64("fail-every", 0, "answer every Nth request with 500 (0: never)")
+	hangEvery := fs.Int64("hang-every", 0, "never answer every Nth request: wait until the client goes away (0: never)")
+	resetEvery := fs.Int64("reset-every", 0, "reset the connection (TCP RST) instead of answering every Nth request (0: never)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if *failEvery < 0 {
+		return errors.New("serve: --fail-every must not be negative")
+	}
+	var served atomic.Int64
 	name, err := os.Hostname()
 	if err != nil {
 		return err
@@ -95,6 +104,24 @@ func serve(args []string) error {
 			log.Printf("request %s %s from %s", r.Method, r.URL.Path, r.RemoteAddr)
 		}
 		w.Header().Set(podHeader, name)
+		n := served.Add(1)
+		if *failEvery > 0 && n%*failEvery == 0 {
+			http.Error(w, fmt.Sprintf("%s: request %d fails (--fail-every %d)", name, n, *failEvery), http.StatusInternalServerError)
+			return
+		}
+		if *hangEvery > 0 && n%*hangEvery == 0 {
+			<-r.Context().Done() // hangs until the client gives up
+			return
+		}
+		if *resetEvery > 0 && n%*resetEvery == 0 {
+			if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
+				if tc, ok := c.(*net.TCPConn); ok {
+					_ = tc.SetLinger(0) // close sends RST
+				}
+				c.Close()
+				return
+			}
+		}
 		fmt.Fprintln(w, name)
 	})
 	srv := &http.Server{Addr: *addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}

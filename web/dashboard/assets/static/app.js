@@ -106,7 +106,81 @@ async function refresh() {
   }
 }
 
+// The live tap: stream /api/tap (newline-delimited JSON) into the table, a row per event.
+function tapRow(ev) {
+  const tr = document.createElement("tr");
+  tr.className = "event";
+  const t = new Date(ev.time);
+  const status = ev.status ? String(ev.status) : (ev.error || "-");
+  tr.append(
+    cell("time", isNaN(t) ? "" : t.toISOString().substring(11, 23)),
+    cell("pod", ev.pod || ""),
+    cell("direction", ev.direction || ""),
+    cell("method", ev.method || ""),
+    cell("authority", ev.authority || ""),
+    cell("path", ev.path || ""),
+    cell("status" + (ev.status >= 500 || !ev.status ? " bad" : ""), status),
+    cell("latency", typeof ev.latencyMs === "number" ? ev.latencyMs.toFixed(1) + "ms" : "-"),
+    cell("src", ev.sourceIdentity || ev.sourceAddr || "-"),
+    cell("dst", ev.destinationIdentity || ev.destinationAddr || "-"),
+  );
+  return tr;
+}
+
+async function streamTap(table) {
+  const status = document.getElementById("tap-status");
+  const errors = document.getElementById("tap-errors");
+  const body = table.tBodies[0];
+  let events = 0;
+  const line = text => {
+    if (!text.trim()) return;
+    let ev;
+    try { ev = JSON.parse(text); } catch (e) { return; }
+    if (ev.streamError) {
+      const li = document.createElement("li");
+      li.textContent = (ev.pod ? ev.pod + ": " : "") + ev.streamError;
+      errors.appendChild(li);
+      return;
+    }
+    body.insertBefore(tapRow(ev), body.firstChild);
+    events++;
+    status.textContent = "Streaming: " + events + " requests so far.";
+  };
+  try {
+    const resp = await fetch("/api/tap?" + table.dataset.query, { cache: "no-store" });
+    if (!resp.ok) {
+      let msg = "the tap failed (" + resp.status + ")";
+      try { msg = (await resp.json()).error || msg; } catch (e) { /* keep msg */ }
+      status.textContent = msg;
+      status.className = "error";
+      return;
+    }
+    status.textContent = "Streaming: waiting for requests.";
+    const reader = resp.body.getReader();
+    const decoder = new TextDecoder();
+    let buf = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += decoder.decode(value, { stream: true });
+      let nl;
+      while ((nl = buf.indexOf("\n")) >= 0) {
+        line(buf.substring(0, nl));
+        buf = buf.substring(nl + 1);
+      }
+    }
+    line(buf);
+    status.textContent = "Done: " + events + " requests. Submit the form to tap again.";
+    status.dataset.done = "true";
+  } catch (e) {
+    status.textContent = "the tap stream broke: " + e;
+    status.className = "error";
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   refresh();
   setInterval(refresh, refreshEvery);
+  const tap = document.querySelector("table#tap[data-query]");
+  if (tap && tap.dataset.query) streamTap(tap);
 });
