@@ -358,11 +358,7 @@ func deployment(v Values) *appsv1.Deployment {
 						}, identityMounts...),
 						// Scrapes the meshed pods' proxies and answers mesh stat (through the
 						// API server's service proxy, so RBAC decides who may read it).
-						controllerContainer(v, "stats", "stats", StatsPort, "stats-admin", StatsAdminPort, []string{
-							"--addr", ":" + strconv.Itoa(StatsPort),
-							"--admin-addr", ":" + strconv.Itoa(StatsAdminPort),
-							"--scrape-interval", "10s",
-						}),
+						controllerContainer(v, "stats", "stats", StatsPort, "stats-admin", StatsAdminPort, statsArgs(v), identityMounts...),
 					},
 					Volumes: []corev1.Volume{
 						{Name: "trust-anchors", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
@@ -553,4 +549,22 @@ func securityContext() *corev1.SecurityContext {
 		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 	}
+}
+
+// statsArgs are the stats service's flags: with stats.prometheusUrl it reads Prometheus.
+func statsArgs(v Values) []string {
+	args := []string{
+		"--addr", ":" + strconv.Itoa(StatsPort),
+		"--admin-addr", ":" + strconv.Itoa(StatsAdminPort),
+		"--scrape-interval", "10s",
+		// The tap API taps the proxies as the controller's identity, certified with the issuer.
+		"--issuer-dir", IssuerDir,
+		"--trust-anchors-file", TrustAnchorsFile,
+		"--trust-domain", v.Identity.TrustDomain,
+		"--control-plane-namespace", v.Namespace,
+	}
+	if v.Stats.PrometheusURL != "" {
+		args = append(args, "--prometheus-url", v.Stats.PrometheusURL)
+	}
+	return args
 }

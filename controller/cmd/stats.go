@@ -23,17 +23,23 @@ type statsOptions struct {
 	kubeconfig       string
 	cacheSyncTimeout time.Duration
 	logLevel         string
+	tap              *tapOptions
+	// prometheusURL, when set, answers from Prometheus instead of scraping.
+	prometheusURL     string
+	prometheusTimeout time.Duration
 }
 
 func newStatsOptions() *statsOptions {
 	return &statsOptions{
-		addr:             ":8085",
-		adminAddr:        ":9997",
-		scrapeInterval:   stats.DefaultScrapeInterval,
-		scrapeTimeout:    stats.DefaultScrapeTimeout,
-		concurrency:      stats.DefaultConcurrency,
-		cacheSyncTimeout: 2 * time.Minute,
-		logLevel:         "info",
+		addr:              ":8085",
+		adminAddr:         ":9997",
+		scrapeInterval:    stats.DefaultScrapeInterval,
+		scrapeTimeout:     stats.DefaultScrapeTimeout,
+		concurrency:       stats.DefaultConcurrency,
+		cacheSyncTimeout:  2 * time.Minute,
+		logLevel:          "info",
+		tap:               newTapOptions(),
+		prometheusTimeout: stats.DefaultPrometheusTimeout,
 	}
 }
 
@@ -53,10 +59,13 @@ func (o *statsOptions) validate() error {
 	if o.cacheSyncTimeout <= 0 {
 		return errors.New("--cache-sync-timeout must be positive")
 	}
+	if o.prometheusTimeout <= 0 || o.prometheusTimeout > 25*time.Second {
+		return fmt.Errorf("--prometheus-timeout %s: give a positive duration up to 25s (the API answers within 30s)", o.prometheusTimeout)
+	}
 	if _, err := parseLogLevel(o.logLevel); err != nil {
 		return err
 	}
-	return nil
+	return o.tap.validate()
 }
 
 func newCmdStats() *cobra.Command {
@@ -86,6 +95,9 @@ the API server's service proxy.`,
 	f.StringVar(&opts.kubeconfig, "kubeconfig", "", "kubeconfig file (default: the in-cluster configuration)")
 	f.DurationVar(&opts.cacheSyncTimeout, "cache-sync-timeout", opts.cacheSyncTimeout, "how long to wait for the Pod cache at start")
 	f.StringVar(&opts.logLevel, "log-level", opts.logLevel, "log level: debug, info, warn or error")
+	opts.tap.addFlags(f)
+	f.StringVar(&opts.prometheusURL, "prometheus-url", "", "answer from this Prometheus (base URL, such as http://prometheus.lightmesh.svc:9090) instead of scraping the proxies")
+	f.DurationVar(&opts.prometheusTimeout, "prometheus-timeout", opts.prometheusTimeout, "how long one query to Prometheus may take")
 	return cmd
 }
 
@@ -104,6 +116,7 @@ func runStats(ctx context.Context, _, errOut io.Writer, opts *statsOptions) erro
 		ScrapeTimeout: opts.scrapeTimeout,
 		Concurrency:   opts.concurrency,
 		Logger:        log,
+		PrometheusURL: opts.prometheusURL, PrometheusTimeout: opts.prometheusTimeout,
 	})
 	if err != nil {
 		return err
@@ -121,7 +134,11 @@ func runStats(ctx context.Context, _, errOut io.Writer, opts *statsOptions) erro
 			defer ticker.Stop()
 			go service.Run(ctx, ticker.C)
 			log.Info("stats service listening", "addr", lis.Addr().String())
-			return service.Serve(ctx, lis)
+			handler, err := withTap(service.Handler(), opts.tap, client, log)
+			if err != nil {
+				return err
+			}
+			return serveHTTP(ctx, lis, handler)
 		},
 	})
 }
