@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -122,6 +123,7 @@ func benchmarkScale(b *testing.B, namespaces int) {
 	var latencies, writes, fromEvent []time.Duration
 	down := map[int]bool{} // services whose first endpoint is not ready now
 	n := 0
+	cpuBefore := processCPU(b)
 	for b.Loop() {
 		// Each change goes to another service, in another namespace when there are several.
 		i := (n * 7919) % scaleServices
@@ -165,9 +167,13 @@ func benchmarkScale(b *testing.B, namespaces int) {
 		}
 	}
 	b.StopTimer()
+	cpu := processCPU(b) - cpuBefore
 	if len(latencies) == 0 {
 		return
 	}
+	// CPU of the whole process per change: the service, the fake clientset's writes and the
+	// benchmark's own bookkeeping, so an upper bound of the controller's.
+	b.ReportMetric(float64(cpu)/float64(time.Millisecond)/float64(n), "cpu-ms/change")
 	slices.Sort(latencies)
 	slices.Sort(writes)
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -286,4 +292,13 @@ func rssBytes() uint64 {
 		}
 	}
 	return 0
+}
+
+// processCPU is the user and system CPU time this process has used.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
