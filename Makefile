@@ -175,6 +175,10 @@ bench-smoke: ## The side-by-side benchmark in a few seconds: every candidate car
 		hack/ensure-packages.sh haproxy nginx $(TEST_PACKAGES) && $(GO) run ./bench -smoke $(BENCH_ARGS); \
 	fi
 
+.PHONY: soak
+soak: ## Long run under load with churn (not in `make test`): RSS, fds and goroutines of every proxy and the controller stay flat (SOAK_DURATION, default 1h; see hack/soak.sh)
+	hack/soak.sh
+
 .PHONY: demo
 demo: ## The seed's microservices, meshed: starts the local cluster if none answers, installs, injects, drives traffic, shows mesh check and mesh stat
 	hack/demo.sh up

@@ -434,6 +434,9 @@ func retriable(rp *policy.RetryPolicy, resp *http.Response, err error, perTryTim
 		// The peer proxy could not reach its application.
 		connectFailure = true
 	}
+	// The peer proxy's application reset the connection: the peer answers 502, so "reset"
+	// would otherwise never apply to meshed traffic.
+	peerReset := err == nil && resp.Header.Get(ProxyErrorHeader) == reasonReset
 	for _, on := range rp.RetryOn {
 		switch on {
 		case "5xx":
@@ -445,7 +448,7 @@ func retriable(rp *policy.RetryPolicy, resp *http.Response, err error, perTryTim
 				return true
 			}
 		case "reset":
-			if err != nil || perTryTimedOut {
+			if err != nil || perTryTimedOut || peerReset {
 				return true
 			}
 		case "connect-failure":
