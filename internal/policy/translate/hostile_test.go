@@ -48,6 +48,14 @@ func TestTranslateYAMLBombsAreBounded(t *testing.T) {
 			if name == "billion laughs" && err == nil {
 				t.Error("the alias bomb was accepted")
 			}
+			if name == "huge document" {
+				if err == nil || !strings.Contains(err.Error(), "limit") {
+					t.Errorf("a %d MiB document: err %v, want the size limit", len(input)>>20, err)
+				}
+				if grew > 256 {
+					t.Errorf("refusing a %d MiB document allocated %d MiB", len(input)>>20, grew)
+				}
+			}
 		})
 	}
 }

@@ -131,6 +131,10 @@ type document struct {
 	invalid error
 }
 
+// MaxDocumentBytes bounds one YAML document of TranslateYAML, as mesh inject does: a policy
+// resource is a few KiB, and converting YAML to JSON costs many times its size.
+const MaxDocumentBytes = 4 << 20
+
 // splitDocuments returns each non-empty document of a YAML stream as JSON.
 func splitDocuments(data []byte) ([]document, error) {
 	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
@@ -142,6 +146,9 @@ func splitDocuments(data []byte) ([]document, error) {
 		}
 		if err != nil {
 			return nil, fmt.Errorf("read YAML document %d: %w", n, err)
+		}
+		if len(doc) > MaxDocumentBytes {
+			return nil, fmt.Errorf("YAML document %d is %d bytes, over the %d MiB limit of one resource; split it or remove what it does not need", n, len(doc), MaxDocumentBytes>>20)
 		}
 		jsonDoc, err := yaml.YAMLToJSON(doc)
 		if err != nil {
