@@ -29,6 +29,8 @@ hack/cluster.sh up >/dev/null
 hack/ensure-packages.sh chromium
 # The tracing test sends spans to a real Jaeger, built once from its Go module.
 hack/build-jaeger.sh >/dev/null
+# The stat test through Prometheus queries a real Prometheus, built the same way.
+hack/build-prometheus.sh >/dev/null
 make --no-print-directory images
 
 status=0

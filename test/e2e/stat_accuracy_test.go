@@ -83,80 +83,117 @@ func TestStatAccuracy(t *testing.T) {
 		t.Fatalf("the control plane did not become available: %v\n%s", err, c.describe(t, controlPlane))
 	}
 
-	app := c.namespace(t, "e2e-statacc")
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "app.yaml"), []byte(fmt.Sprintf(statAccuracyManifests, testImage("e2e-echo"), app)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	c.apply(t, app, runMesh(t, mesh, "--kubeconfig", c.kubeconfig, "inject", "--control-plane-namespace", controlPlane, dir))
-	for _, d := range []string{"echo", "load"} {
-		if _, err := c.run(t, 3*time.Minute, "-n", app, "rollout", "status", "deployment/"+d, "--timeout=150s"); err != nil {
-			t.Fatalf("the meshed deployment %s did not become ready: %v\n%s", d, err, c.describe(t, app))
-		}
-	}
-
-	// The load generator's own view: how long it has been sending and what it got back.
-	type loadView struct {
-		Start    time.Time        `json:"start"`
-		Now      time.Time        `json:"now"`
-		Sent     int64            `json:"sent"`
-		OK       int64            `json:"ok"`
-		Failed   int64            `json:"failed"`
-		Failures map[string]int64 `json:"failures"`
-	}
-	loadStats := func() (loadView, error) {
-		var v loadView
-		out, err := c.run(t, time.Minute, "-n", app, "exec", "deploy/load", "-c", "load", "--",
-			"e2e-echo", "get", "http://127.0.0.1:9000/stats", "--print", "--timeout", "10s")
-		if err != nil {
-			return v, fmt.Errorf("%w: %s", err, out)
-		}
-		if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &v); err != nil {
-			return v, fmt.Errorf("%w: %s", err, out)
-		}
-		return v, nil
-	}
+	s := startStatTraffic(t, c, mesh, controlPlane, "e2e-statacc")
 	// The window (1m) plus two scrape intervals (10s) must be covered by the load.
 	const window = time.Minute
-	eventually(t, 4*time.Minute, "the load generator to have sent for 80s", func() (bool, string) {
-		v, err := loadStats()
+	s.waitSending(t, window+20*time.Second)
+	// Three readings, each after the stats service had time for another scrape (10s).
+	s.checkReadings(t, window, 3, 11*time.Second)
+}
+
+// statTraffic is the accuracy scenario running in a namespace of its own: the workloads of
+// statAccuracyManifests, meshed by the control plane of controlPlane.
+type statTraffic struct {
+	c            *cluster
+	mesh         string
+	controlPlane string
+	app          string
+}
+
+// startStatTraffic creates a namespace named after prefix (removed when the test ends),
+// injects the scenario's workloads for controlPlane into it and waits until they are ready.
+func startStatTraffic(t *testing.T, c *cluster, mesh, controlPlane, prefix string) *statTraffic {
+	t.Helper()
+	s := &statTraffic{c: c, mesh: mesh, controlPlane: controlPlane, app: c.namespace(t, prefix)}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "app.yaml"), []byte(fmt.Sprintf(statAccuracyManifests, testImage("e2e-echo"), s.app)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.apply(t, s.app, runMesh(t, mesh, "--kubeconfig", c.kubeconfig, "inject", "--control-plane-namespace", controlPlane, dir))
+	for _, d := range []string{"echo", "load"} {
+		if _, err := c.run(t, 3*time.Minute, "-n", s.app, "rollout", "status", "deployment/"+d, "--timeout=150s"); err != nil {
+			t.Fatalf("the meshed deployment %s did not become ready: %v\n%s", d, err, c.describe(t, s.app))
+		}
+	}
+	return s
+}
+
+// loadView is the load generator's own view: how long it has been sending and what it got
+// back.
+type loadView struct {
+	Start    time.Time        `json:"start"`
+	Now      time.Time        `json:"now"`
+	Sent     int64            `json:"sent"`
+	OK       int64            `json:"ok"`
+	Failed   int64            `json:"failed"`
+	Failures map[string]int64 `json:"failures"`
+}
+
+// loadStats asks the load generator for its counts.
+func (s *statTraffic) loadStats(t *testing.T) (loadView, error) {
+	t.Helper()
+	var v loadView
+	out, err := s.c.run(t, time.Minute, "-n", s.app, "exec", "deploy/load", "-c", "load", "--",
+		"e2e-echo", "get", "http://127.0.0.1:9000/stats", "--print", "--timeout", "10s")
+	if err != nil {
+		return v, fmt.Errorf("%w: %s", err, out)
+	}
+	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &v); err != nil {
+		return v, fmt.Errorf("%w: %s", err, out)
+	}
+	return v, nil
+}
+
+// waitSending waits until the load generator has been sending for d.
+func (s *statTraffic) waitSending(t *testing.T, d time.Duration) {
+	t.Helper()
+	eventually(t, d+3*time.Minute, fmt.Sprintf("the load generator to have sent for %s", d), func() (bool, string) {
+		v, err := s.loadStats(t)
 		if err != nil {
 			return false, err.Error()
 		}
-		return v.Now.Sub(v.Start) >= window+20*time.Second, fmt.Sprintf("%+v", v)
+		return v.Now.Sub(v.Start) >= d, fmt.Sprintf("%+v", v)
 	})
+}
 
-	type statRow struct {
-		Name              string   `json:"name"`
-		MeshedPods        int      `json:"meshedPods"`
-		SuccessRate       *float64 `json:"successRate"`
-		RequestsPerSecond *float64 `json:"requestsPerSecond"`
+// statRow is the part of a `mesh stat -o json` row the accuracy checks read.
+type statRow struct {
+	Name              string   `json:"name"`
+	MeshedPods        int      `json:"meshedPods"`
+	SuccessRate       *float64 `json:"successRate"`
+	RequestsPerSecond *float64 `json:"requestsPerSecond"`
+}
+
+// stat is `mesh stat deploy echo -o json` over window: its one row.
+func (s *statTraffic) stat(t *testing.T, window time.Duration) statRow {
+	t.Helper()
+	var r struct {
+		Rows []statRow `json:"rows"`
 	}
-	stat := func() statRow {
-		t.Helper()
-		var r struct {
-			Rows []statRow `json:"rows"`
-		}
-		out := runMesh(t, mesh, "--kubeconfig", c.kubeconfig, "stat", "deploy", "echo", "-n", app,
-			"--control-plane-namespace", controlPlane, "-t", window.String(), "-o", "json")
-		if err := json.Unmarshal([]byte(out), &r); err != nil {
-			t.Fatalf("mesh stat -o json: %v\n%s", err, out)
-		}
-		if len(r.Rows) != 1 || r.Rows[0].Name != "echo" || r.Rows[0].MeshedPods != 1 {
-			t.Fatalf("mesh stat deploy echo: want one row, echo with 1 meshed pod:\n%s", out)
-		}
-		return r.Rows[0]
+	out := runMesh(t, s.mesh, "--kubeconfig", s.c.kubeconfig, "stat", "deploy", "echo", "-n", s.app,
+		"--control-plane-namespace", s.controlPlane, "-t", window.String(), "-o", "json")
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("mesh stat -o json: %v\n%s", err, out)
 	}
-	// Three readings, each after the stats service had time for another scrape (10s).
-	for i := range 3 {
+	if len(r.Rows) != 1 || r.Rows[0].Name != "echo" || r.Rows[0].MeshedPods != 1 {
+		t.Fatalf("mesh stat deploy echo: want one row, echo with 1 meshed pod:\n%s", out)
+	}
+	return r.Rows[0]
+}
+
+// checkReadings reads `mesh stat` over window n times, interval apart, and checks each
+// reading: 90 % success within one point and 50 RPS within 10 %.
+func (s *statTraffic) checkReadings(t *testing.T, window time.Duration, n int, interval time.Duration) {
+	t.Helper()
+	for i := range n {
 		if i > 0 {
 			prev := time.Now()
-			eventually(t, time.Minute, "the next scrape interval", func() (bool, string) {
-				return time.Since(prev) >= 11*time.Second, ""
+			eventually(t, interval+time.Minute, "the next scrape interval", func() (bool, string) {
+				return time.Since(prev) >= interval, ""
 			})
 		}
-		row := stat()
-		before, err := loadStats()
+		row := s.stat(t, window)
+		before, err := s.loadStats(t)
 		if err != nil {
 			t.Fatalf("the load generator's counts: %v", err)
 		}
