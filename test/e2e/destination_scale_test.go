@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -177,30 +176,11 @@ func TestDestinationUnderLoad(t *testing.T) {
 		t.Logf("[%5.1fs %s] %s", time.Since(started).Seconds(), time.Now().UTC().Format("15:04:05.0"), what)
 	}
 
-	// The CustomResourceDefinitions are shared with every other installation on the cluster
-	// and this test needs none: it applies and deletes only what is this control plane's own.
-	install := withoutCRDs(runMesh(t, mesh, "install", "--ignore-cluster", "--set", "namespace="+destScaleControlPlane))
-	if _, err := c.runWithInput(t, 2*time.Minute, install, "apply", "-f", "-"); err != nil {
-		t.Fatalf("kubectl apply of mesh install's output: %v", err)
-	}
-	t.Cleanup(func() {
-		if _, err := c.runWithInput(t, 3*time.Minute, install, "delete", "--ignore-not-found", "--wait=true", "--timeout=120s", "-f", "-"); err != nil {
-			t.Logf("deleting the control plane %s: %v", destScaleControlPlane, err)
-		}
-	})
-	if _, err := c.run(t, 3*time.Minute, "-n", destScaleControlPlane, "wait", "--for=condition=Available", "deployment", "--all", "--timeout=150s"); err != nil {
-		t.Fatalf("the control plane did not become available: %v\n%s", err, c.describe(t, destScaleControlPlane))
-	}
+	installOwnControlPlane(t, c, mesh, destScaleControlPlane)
 	phase("control plane available")
 
 	app := c.namespace(t, "h-dest")
-	inject := func(manifest string) string {
-		dir := t.TempDir()
-		if err := os.WriteFile(filepath.Join(dir, "app.yaml"), []byte(manifest), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return runMesh(t, mesh, "--kubeconfig", c.kubeconfig, "inject", "--control-plane-namespace", destScaleControlPlane, dir)
-	}
+	inject := func(manifest string) string { return injectFor(t, c, mesh, destScaleControlPlane, manifest) }
 	c.apply(t, app, inject(fmt.Sprintf(destScaleServer, testImage("e2e-echo"))))
 	rollout := func(what string) {
 		t.Helper()

@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -155,36 +154,11 @@ func TestFaults(t *testing.T) {
 	phase := func(what string) {
 		t.Logf("[%5.1fs %s] %s", time.Since(started).Seconds(), time.Now().UTC().Format("15:04:05.0"), what)
 	}
-	full := runMesh(t, mesh, "install", "--ignore-cluster", "--set", "namespace="+faultsControlPlane)
-	// The CRDs are shared with every installation on the cluster: applied when missing (the
-	// VirtualServices below need them), never deleted.
-	if _, err := c.run(t, 30*time.Second, "get", "crd", "virtualservices.networking.istio.io"); err != nil {
-		if _, err := c.runWithInput(t, 2*time.Minute, full, "apply", "-f", "-"); err != nil {
-			t.Fatalf("kubectl apply of mesh install's output (with CRDs): %v", err)
-		}
-	}
-	install := withoutCRDs(full)
-	if _, err := c.runWithInput(t, 2*time.Minute, install, "apply", "-f", "-"); err != nil {
-		t.Fatalf("kubectl apply of mesh install's output: %v", err)
-	}
-	t.Cleanup(func() {
-		if _, err := c.runWithInput(t, 3*time.Minute, install, "delete", "--ignore-not-found", "--wait=true", "--timeout=120s", "-f", "-"); err != nil {
-			t.Logf("deleting the control plane %s: %v", faultsControlPlane, err)
-		}
-	})
-	if _, err := c.run(t, 3*time.Minute, "-n", faultsControlPlane, "wait", "--for=condition=Available", "deployment", "--all", "--timeout=150s"); err != nil {
-		t.Fatalf("the control plane did not become available: %v\n%s", err, c.describe(t, faultsControlPlane))
-	}
+	installOwnControlPlane(t, c, mesh, faultsControlPlane)
 	phase("control plane available")
 
 	app := c.namespace(t, "h-faults")
-	inject := func(manifest string) string {
-		dir := t.TempDir()
-		if err := os.WriteFile(filepath.Join(dir, "app.yaml"), []byte(manifest), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return runMesh(t, mesh, "--kubeconfig", c.kubeconfig, "inject", "--control-plane-namespace", faultsControlPlane, dir)
-	}
+	inject := func(manifest string) string { return injectFor(t, c, mesh, faultsControlPlane, manifest) }
 	image := testImage("e2e-echo")
 	c.apply(t, app, inject(fmt.Sprintf(faultsServer, image)+"---"+fmt.Sprintf(faultsBackend, image, "hang", `--hang-every, "5"`)+
 		"---"+fmt.Sprintf(faultsBackend, image, "reset", `--reset-every, "5"`)))

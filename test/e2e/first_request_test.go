@@ -33,27 +33,9 @@ func TestApplyToFirstRequest(t *testing.T) {
 	if mesh == "" {
 		mesh = buildMesh(t)
 	}
-	install := withoutCRDs(runMesh(t, mesh, "install", "--ignore-cluster", "--set", "namespace="+firstRequestControlPlane))
-	if _, err := c.runWithInput(t, 2*time.Minute, install, "apply", "-f", "-"); err != nil {
-		t.Fatalf("kubectl apply of mesh install's output: %v", err)
-	}
-	t.Cleanup(func() {
-		if _, err := c.runWithInput(t, 3*time.Minute, install, "delete", "--ignore-not-found", "--wait=true", "--timeout=120s", "-f", "-"); err != nil {
-			t.Logf("deleting the control plane %s: %v", firstRequestControlPlane, err)
-		}
-	})
-	if _, err := c.run(t, 3*time.Minute, "-n", firstRequestControlPlane, "wait", "--for=condition=Available", "deployment", "--all", "--timeout=150s"); err != nil {
-		t.Fatalf("the control plane did not become available: %v\n%s", err, c.describe(t, firstRequestControlPlane))
-	}
-
+	installOwnControlPlane(t, c, mesh, firstRequestControlPlane)
 	app := c.namespace(t, "h-first")
-	inject := func(manifest string) string {
-		dir := t.TempDir()
-		if err := os.WriteFile(filepath.Join(dir, "app.yaml"), []byte(manifest), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return runMesh(t, mesh, "--kubeconfig", c.kubeconfig, "inject", "--control-plane-namespace", firstRequestControlPlane, dir)
-	}
+	inject := func(manifest string) string { return injectFor(t, c, mesh, firstRequestControlPlane, manifest) }
 	c.apply(t, app, inject(fmt.Sprintf(destScaleClient, testImage("e2e-echo"), firstRequestRate)))
 	if _, err := c.run(t, 3*time.Minute, "-n", app, "wait", "--for=condition=Ready", "pod/load", "--timeout=150s"); err != nil {
 		t.Fatalf("the meshed load client did not become ready: %v\n%s", err, c.describe(t, app))

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -151,3 +152,40 @@ func (c *cluster) describe(t *testing.T, ns string) string {
 
 // testImage is the reference of an image `make images` builds and imports.
 func testImage(name string) string { return version.Image("", name) }
+
+// installOwnControlPlane installs a control plane into namespace ns for one test and deletes
+// it when the test ends. The CustomResourceDefinitions are shared with every installation on
+// the cluster: applied only when the cluster lacks them, never deleted. It returns once every
+// Deployment of the control plane is available.
+func installOwnControlPlane(t *testing.T, c *cluster, mesh, ns string) {
+	t.Helper()
+	full := runMesh(t, mesh, "install", "--ignore-cluster", "--set", "namespace="+ns)
+	if _, err := c.run(t, 30*time.Second, "get", "crd", "virtualservices.networking.istio.io"); err != nil {
+		if _, err := c.runWithInput(t, 2*time.Minute, full, "apply", "-f", "-"); err != nil {
+			t.Fatalf("kubectl apply of mesh install's output (with CRDs): %v", err)
+		}
+	}
+	install := withoutCRDs(full)
+	if _, err := c.runWithInput(t, 2*time.Minute, install, "apply", "-f", "-"); err != nil {
+		t.Fatalf("kubectl apply of mesh install's output: %v", err)
+	}
+	t.Cleanup(func() {
+		if _, err := c.runWithInput(t, 3*time.Minute, install, "delete", "--ignore-not-found", "--wait=true", "--timeout=120s", "-f", "-"); err != nil {
+			t.Logf("deleting the control plane %s: %v", ns, err)
+		}
+	})
+	if _, err := c.run(t, 3*time.Minute, "-n", ns, "wait", "--for=condition=Available", "deployment", "--all", "--timeout=150s"); err != nil {
+		t.Fatalf("the control plane did not become available: %v\n%s", err, c.describe(t, ns))
+	}
+}
+
+// injectFor returns manifest as `mesh inject` meshes it for the control plane in namespace
+// controlPlane.
+func injectFor(t *testing.T, c *cluster, mesh, controlPlane, manifest string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "app.yaml"), []byte(manifest), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return runMesh(t, mesh, "--kubeconfig", c.kubeconfig, "inject", "--control-plane-namespace", controlPlane, dir)
+}
