@@ -77,8 +77,11 @@ func newCmdStats() *cobra.Command {
 running meshed pod each --scrape-interval, keeps 15 minutes of history in memory and serves
 GET /api/v1/stat?resource=deployment&namespace=NS&name=NAME&window=1m on --addr as JSON:
 meshed pods, success rate, requests per second, latency p50/p95/p99 and open TCP connections
-of each deployment, statefulset, daemonset, job, pod or namespace. mesh stat reaches it through
-the API server's service proxy.`,
+of each deployment, statefulset, daemonset, job, pod or namespace; GET /api/v1/edges, who talks
+to whom; and GET /api/v1/tap, the live requests of a resource's pods, read from each proxy's tap
+port (4190) over mTLS with a certificate the controller issues itself from --issuer-dir. With
+--prometheus-url the stat and edges answers come from Prometheus queries instead of its own
+scrapes. mesh stat, edges, tap, top and dashboard reach it through the API server's service proxy.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runUntilSignal(cmd, opts.validate, func(ctx context.Context, out, errOut io.Writer) error {

@@ -81,17 +81,7 @@ func TestTapAndTop(t *testing.T) {
 	c := localCluster(t)
 	mesh := buildMesh(t)
 
-	controlPlane := c.namespace(t, "e2e-tap-cp")
-	install := runMesh(t, mesh, "install", "--ignore-cluster", "--set", "namespace="+controlPlane)
-	if _, err := c.runWithInput(t, 2*time.Minute, install, "apply", "-f", "-"); err != nil {
-		t.Fatalf("kubectl apply of mesh install's output: %v", err)
-	}
-	t.Cleanup(func() {
-		_, _ = c.runWithInput(t, 2*time.Minute, withoutCRDs(install), "delete", "--ignore-not-found", "--wait=false", "-f", "-") // the CRDs are shared
-	})
-	if _, err := c.run(t, 3*time.Minute, "-n", controlPlane, "wait", "--for=condition=Available", "deployment", "--all", "--timeout=150s"); err != nil {
-		t.Fatalf("the control plane did not become available: %v\n%s", err, c.describe(t, controlPlane))
-	}
+	controlPlane := installControlPlane(t, c, mesh, "e2e-tap-cp")
 
 	app := c.namespace(t, "e2e-tap")
 	dir := t.TempDir()
