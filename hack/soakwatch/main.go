@@ -4,7 +4,9 @@
 // go_goroutines), writes them to a CSV, plots them as a PNG (one panel per measure, one line
 // per process), and exits non-zero when any process grew beyond the bounds or the load
 // client (--load-stats, the e2e-echo load generator's /stats) saw more failed requests than
-// --max-failures. hack/soak.sh (make soak) runs it; see hack/README.md.
+// --max-failures, or any proxy counted a failed mesh TLS handshake (tls_handshake_errors_total;
+// connections closed at their certificate's expiry, tls_expired_connections_total, are reported).
+// hack/soak.sh (make soak) runs it; see hack/README.md.
 //
 //	soakwatch --duration 1h --namespaces lm-soak-app --controller-namespace lm-soak \
 //	    --load-stats http://10.88.0.12:9000/stats --out /tmp/soak
@@ -87,7 +89,10 @@ type sample struct {
 	At                        time.Time
 	Component, Pod, Container string
 	RSS, OpenFDs, Goroutines  float64
-	scrapeErr                 error
+	// A proxy's mesh TLS counters (both directions): failed handshakes, and connections
+	// closed because a certificate of theirs expired.
+	HandshakeErrors, ExpiredConns float64
+	scrapeErr                     error
 }
 
 func (s sample) key() string { return s.Component + "/" + s.Pod + "/" + s.Container }
@@ -102,7 +107,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 	defer f.Close()
 	w := csv.NewWriter(f)
-	_ = w.Write([]string{"time", "minute", "component", "pod", "container", "rss_bytes", "open_fds", "goroutines"})
+	_ = w.Write([]string{"time", "minute", "component", "pod", "container", "rss_bytes", "open_fds", "goroutines", "tls_handshake_errors", "tls_expired_connections"})
 	start := time.Now()
 	var all []sample
 	scrapeErrors := 0
@@ -116,7 +121,8 @@ func run(ctx context.Context, o options, out io.Writer) error {
 			}
 			all = append(all, s)
 			_ = w.Write([]string{s.At.UTC().Format(time.RFC3339), fmt.Sprintf("%.2f", s.At.Sub(start).Minutes()), s.Component, s.Pod, s.Container,
-				strconv.FormatFloat(s.RSS, 'f', 0, 64), strconv.FormatFloat(s.OpenFDs, 'f', 0, 64), strconv.FormatFloat(s.Goroutines, 'f', 0, 64)})
+				strconv.FormatFloat(s.RSS, 'f', 0, 64), strconv.FormatFloat(s.OpenFDs, 'f', 0, 64), strconv.FormatFloat(s.Goroutines, 'f', 0, 64),
+				strconv.FormatFloat(s.HandshakeErrors, 'f', 0, 64), strconv.FormatFloat(s.ExpiredConns, 'f', 0, 64)})
 		}
 		w.Flush()
 		fmt.Fprintf(out, "%s sample %d: %d processes\n", time.Now().Format("15:04:05"), i, len(round))
@@ -136,11 +142,16 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		return err
 	}
 	problems := checkGrowth(o, all, start)
+	handshakeErrors, expired := tlsTotals(all)
 	var summary strings.Builder
 	fmt.Fprintf(&summary, "soak of %v from %s: %d samples of %d processes; %d scrape errors\n",
 		o.duration, start.UTC().Format(time.RFC3339), len(all), len(series(all)), scrapeErrors)
 	for _, line := range growthTable(o, all, start) {
 		summary.WriteString(line + "\n")
+	}
+	fmt.Fprintf(&summary, "mesh TLS, over the proxies' last samples: %.0f failed handshakes, %.0f connections closed as a certificate of theirs expired\n", handshakeErrors, expired)
+	if handshakeErrors > 0 {
+		problems = append(problems, fmt.Sprintf("%.0f mesh TLS handshakes failed (tls_handshake_errors_total)", handshakeErrors))
 	}
 	if o.loadStats != "" {
 		var s struct {
@@ -311,6 +322,13 @@ func scrape(at time.Time, component, podName, container, ip string, port int) sa
 			s.OpenFDs, found = v, found+1
 		case "go_goroutines":
 			s.Goroutines, found = v, found+1
+		default:
+			switch name, _, _ := strings.Cut(fields[0], "{"); name {
+			case "tls_handshake_errors_total":
+				s.HandshakeErrors += v
+			case "tls_expired_connections_total":
+				s.ExpiredConns += v
+			}
 		}
 	}
 	if found < 3 {
@@ -329,6 +347,17 @@ func getJSON(url string, v any) error {
 		return fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
 	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// tlsTotals sums the mesh TLS counters of every process's last sample (counters only grow;
+// what a pod counted after its last sample, before it was deleted, is not seen).
+func tlsTotals(all []sample) (handshakeErrors, expired float64) {
+	for _, ss := range series(all) {
+		last := ss[len(ss)-1]
+		handshakeErrors += last.HandshakeErrors
+		expired += last.ExpiredConns
+	}
+	return handshakeErrors, expired
 }
 
 // series groups samples by process, in time order.

@@ -1,7 +1,11 @@
 package main
 
 import (
+	"fmt"
 	"image/png"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -68,5 +72,34 @@ func TestPlotWritesAPNG(t *testing.T) {
 	}
 	if !found {
 		t.Error("no line of the first series in the picture")
+	}
+}
+
+func TestScrapeReadsTheMeshTLSCounters(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, `# HELP process_resident_memory_bytes x
+process_resident_memory_bytes 2.5e+07
+process_open_fds 40
+go_goroutines 99
+tls_handshake_errors_total{direction="inbound"} 2
+tls_handshake_errors_total{direction="outbound"} 1
+tls_expired_connections_total{direction="inbound"} 4
+tls_expired_connections_total{direction="outbound"} 5
+`)
+	}))
+	defer srv.Close()
+	addr := srv.Listener.Addr().(*net.TCPAddr)
+	s := scrape(time.Now(), "proxy", "ns/p", "mesh-proxy", addr.IP.String(), addr.Port)
+	if s.scrapeErr != nil || s.RSS != 25e6 || s.HandshakeErrors != 3 || s.ExpiredConns != 9 {
+		t.Fatalf("scraped %+v", s)
+	}
+	// Totals take each process's last sample: counters only grow.
+	start := time.Now()
+	a := samples(start, "ns/a", 1, 1, 1)
+	a[1].HandshakeErrors, a[2].HandshakeErrors, a[2].ExpiredConns = 1, 1, 7
+	b := samples(start, "ns/b", 1, 1)
+	b[1].ExpiredConns = 3
+	if errs, expired := tlsTotals(append(a, b...)); errs != 1 || expired != 10 {
+		t.Errorf("tlsTotals = %v, %v; want 1, 10", errs, expired)
 	}
 }

@@ -33,7 +33,13 @@ type peerKey struct {
 
 type peerConns struct {
 	mu    sync.Mutex
-	conns []*http.ClientConn
+	conns []pooledConn
+}
+
+// pooledConn is one HTTP/2 connection to a peer proxy and the mesh connection under it.
+type pooledConn struct {
+	cc   *http.ClientConn
+	conn *expiringConn
 }
 
 type preDialedKey struct{}
@@ -120,12 +126,22 @@ func (c *clients) meshConn(ctx context.Context, key peerKey) (*http.ClientConn, 
 	defer pc.mu.Unlock()
 	kept := pc.conns[:0]
 	var found *http.ClientConn
-	for _, cc := range pc.conns {
+	now := time.Now()
+	for _, pooled := range pc.conns {
+		cc := pooled.cc
 		if cc.Err() != nil {
 			cc.Close()
 			continue
 		}
-		kept = append(kept, cc)
+		if pooled.conn.draining(now) {
+			// A certificate of its handshake expires soon: no new requests on it. It is
+			// closed now when idle, else when the certificate expires.
+			if cc.InFlight() == 0 {
+				cc.Close()
+			}
+			continue
+		}
+		kept = append(kept, pooled)
 		if found == nil && cc.Reserve() == nil {
 			found = cc
 		}
@@ -145,6 +161,7 @@ func (c *clients) meshConn(ctx context.Context, key peerKey) (*http.ClientConn, 
 	if err != nil {
 		return nil, err
 	}
+	mc := conn.(*expiringConn)
 	// The connection outlives the request that opened it.
 	cc, err := c.mesh.NewClientConn(context.WithValue(context.WithoutCancel(ctx), preDialedKey{}, conn), "http", key.addr.String())
 	if err != nil {
@@ -155,7 +172,7 @@ func (c *clients) meshConn(ctx context.Context, key peerKey) (*http.ClientConn, 
 		cc.Close()
 		return nil, err
 	}
-	pc.conns = append(pc.conns, cc)
+	pc.conns = append(pc.conns, pooledConn{cc: cc, conn: mc})
 	return cc, nil
 }
 
@@ -167,8 +184,8 @@ func (c *clients) close() {
 	defer c.mu.Unlock()
 	for key, pc := range c.peers {
 		pc.mu.Lock()
-		for _, cc := range pc.conns {
-			cc.Close()
+		for _, pooled := range pc.conns {
+			pooled.cc.Close()
 		}
 		pc.conns = nil
 		pc.mu.Unlock()

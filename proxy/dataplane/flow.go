@@ -155,6 +155,9 @@ func (p *Proxy) serveInboundTLS(ctx context.Context, c *net.TCPConn, prefix []by
 	cancel()
 	if !mesh {
 		if refusal != nil || direct {
+			if refusal != nil {
+				p.metrics.HandshakeError(inbound)
+			}
 			p.log.Warn("refusing a mesh TLS connection", "remote", c.RemoteAddr().String(), "err", refusal)
 			c.Close()
 			return
@@ -165,6 +168,7 @@ func (p *Proxy) serveInboundTLS(ctx context.Context, c *net.TCPConn, prefix []by
 		return
 	}
 	if err != nil {
+		p.metrics.HandshakeError(inbound)
 		p.log.Warn("mesh TLS handshake failed", "remote", c.RemoteAddr().String(), "err", err)
 		c.Close()
 		return
@@ -175,34 +179,39 @@ func (p *Proxy) serveInboundTLS(ctx context.Context, c *net.TCPConn, prefix []by
 		tc.Close()
 		return
 	}
+	// The connection ends when the client's certificate or this proxy's expires. (The one
+	// presented is read again here: should it have been renewed during the handshake, the
+	// client still closes the connection when the one it saw expires.)
+	own, _ := p.opts.TLS.Certificate()
+	mc := p.expireAt(tc, meshtls.Expiry(state, own), inbound)
 	clientID := p.idString(id)
 	ci := &connInfo{direction: inbound, origDst: dst, remote: remote, meshed: true, clientID: clientID, principal: istioPrincipal(clientID), tls: metrics.TLSTrue}
 	switch state.NegotiatedProtocol {
 	case meshtls.ALPNHTTP2:
 		ci.h2 = true
-		p.serveH2(p.meter(tc, ci), ci)
+		p.serveH2(p.meter(mc, ci), ci)
 	case meshtls.ALPNHTTP1:
-		p.h1.ServeConn(withConnInfo(ctx, ci), p.meter(tc, ci))
+		p.h1.ServeConn(withConnInfo(ctx, ci), p.meter(mc, ci))
 	case meshtls.ALPNTCP:
 		var hdr [4]byte
-		_ = tc.SetReadDeadline(time.Now().Add(p.opts.ConnectTimeout))
-		if _, err := io.ReadFull(tc, hdr[:]); err != nil || hdr[0] != 'L' || hdr[1] != 'M' {
+		_ = mc.SetReadDeadline(time.Now().Add(p.opts.ConnectTimeout))
+		if _, err := io.ReadFull(mc, hdr[:]); err != nil || hdr[0] != 'L' || hdr[1] != 'M' {
 			p.log.Warn("mesh TCP connection without a valid transport header; closing it", "client", ci.clientID, "err", err)
-			tc.Close()
+			mc.Close()
 			return
 		}
-		_ = tc.SetReadDeadline(time.Time{})
+		_ = mc.SetReadDeadline(time.Time{})
 		if port := binary.BigEndian.Uint16(hdr[2:]); port != 0 {
 			dst = netip.AddrPortFrom(dst.Addr(), port)
 		}
 		if dst.Port() == p.inboundPort {
-			tc.Close()
+			mc.Close()
 			return
 		}
 		ci.origDst = dst
-		p.inboundTCP(ctx, tc, nil, ci, dst)
+		p.inboundTCP(ctx, mc, nil, ci, dst)
 	default:
-		tc.Close()
+		mc.Close()
 	}
 }
 

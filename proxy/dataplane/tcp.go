@@ -134,7 +134,8 @@ func (p *Proxy) dialTCP(ctx context.Context, addr netip.AddrPort) (net.Conn, err
 	return p.opts.Dial(ctx, "tcp", addr.String())
 }
 
-// dialMesh opens mTLS with the proxy of server at addr, offering alpn.
+// dialMesh opens mTLS with the proxy of server at addr, offering alpn. The connection closes
+// itself when a certificate of its handshake expires (an *expiringConn).
 func (p *Proxy) dialMesh(ctx context.Context, addr netip.AddrPort, server identity.SpiffeID, alpn string) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.opts.ConnectTimeout)
 	defer cancel()
@@ -142,7 +143,14 @@ func (p *Proxy) dialMesh(ctx context.Context, addr netip.AddrPort, server identi
 	if err != nil {
 		return nil, err
 	}
-	return p.opts.TLS.Client(ctx, c, server, alpn)
+	tc, err := p.opts.TLS.Client(ctx, c, server, alpn)
+	if err != nil {
+		if errors.Is(err, meshtls.ErrHandshake) {
+			p.metrics.HandshakeError(outbound)
+		}
+		return nil, err
+	}
+	return p.expireAt(tc, tc.NotAfter, outbound), nil
 }
 
 // pipe copies between the accepted connection a and the opened one b, prefix (bytes already

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"time"
 
 	"github.com/lightmesh/lightmesh/internal/identity"
 )
@@ -258,24 +259,54 @@ func (t *TLS) ClientConfig(server identity.SpiffeID, alpn string) (*tls.Config, 
 	}, nil
 }
 
+// Conn is a client mesh connection and the moment it must end by: the earlier expiry of the
+// two certificates of its handshake, the server's leaf and the one this proxy presented.
+type Conn struct {
+	*tls.Conn
+	NotAfter time.Time
+}
+
 // Client performs the client handshake on conn with server's proxy, offering alpn. It
 // returns the TLS connection, or an error after closing conn.
-func (t *TLS) Client(ctx context.Context, conn net.Conn, server identity.SpiffeID, alpn string) (*tls.Conn, error) {
+func (t *TLS) Client(ctx context.Context, conn net.Conn, server identity.SpiffeID, alpn string) (*Conn, error) {
 	cfg, err := t.ClientConfig(server, alpn)
 	if err != nil {
 		conn.Close()
 		return nil, err
+	}
+	// Remember the certificate presented: a renewal during the handshake must not lengthen
+	// the connection's life beyond it.
+	var presented *tls.Certificate
+	cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		cert, err := t.certificate()
+		presented = cert
+		return cert, err
 	}
 	tc := tls.Client(conn, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("%w with %s at %s: %w", ErrHandshake, server, conn.RemoteAddr(), err)
 	}
-	if got := tc.ConnectionState().NegotiatedProtocol; got != alpn {
+	state := tc.ConnectionState()
+	if got := state.NegotiatedProtocol; got != alpn {
 		tc.Close()
 		return nil, fmt.Errorf("%w with %s at %s: it chose protocol %q, not %q; is it a lightmesh proxy of this version?", ErrHandshake, server, conn.RemoteAddr(), got, alpn)
 	}
-	return tc, nil
+	return &Conn{Conn: tc, NotAfter: Expiry(state, presented)}, nil
+}
+
+// Expiry returns when a mesh connection must end: the earlier NotAfter of the peer's leaf
+// and of local, the certificate this proxy presented (nil: the peer's alone). It is the zero
+// time when neither is known.
+func Expiry(state tls.ConnectionState, local *tls.Certificate) time.Time {
+	var at time.Time
+	if len(state.PeerCertificates) > 0 {
+		at = state.PeerCertificates[0].NotAfter
+	}
+	if local != nil && local.Leaf != nil && (at.IsZero() || local.Leaf.NotAfter.Before(at)) {
+		at = local.Leaf.NotAfter
+	}
+	return at
 }
 
 // ServerConfig returns the configuration of the inbound side: TLS 1.3, the proxy's

@@ -1,7 +1,8 @@
 // Package metrics holds the proxy's Prometheus metrics, with Linkerd's names and labels so
 // existing dashboards work: request_total, response_total, response_latency_ms (Linkerd's
 // buckets), tcp_open_total, tcp_close_total, tcp_open_connections, tcp_read_bytes_total and
-// tcp_write_bytes_total. Label children are resolved once per label set and cached, so the
+// tcp_write_bytes_total; and tls_handshake_errors_total and tls_expired_connections_total for
+// mesh TLS. Label children are resolved once per label set and cached, so the
 // request path touches only atomic counters.
 package metrics
 
@@ -61,6 +62,10 @@ type Registry struct {
 	tcpConns *prometheus.GaugeVec
 	tcpRead  *prometheus.CounterVec
 	tcpWrite *prometheus.CounterVec
+	// Mesh TLS: failed handshakes, and connections closed because a certificate of their
+	// handshake expired, by direction.
+	handshakeErrors *prometheus.CounterVec
+	expiredConns    *prometheus.CounterVec
 
 	routes sync.Map // Labels -> *Route
 	tcps   sync.Map // TCPLabels -> *TCP
@@ -95,10 +100,33 @@ func New() *Registry {
 		tcpWrite: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tcp_write_bytes_total", Help: "Total count of bytes written to peers.",
 		}, tcpLabelNames),
+		handshakeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tls_handshake_errors_total", Help: "Total count of failed mesh TLS handshakes with peer proxies.",
+		}, []string{"direction"}),
+		expiredConns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tls_expired_connections_total", Help: "Total count of mesh connections closed because a certificate of their handshake expired.",
+		}, []string{"direction"}),
 	}
 	r.reg.MustRegister(r.requests, r.response, r.latency, r.tcpOpen, r.tcpClose, r.tcpConns, r.tcpRead, r.tcpWrite,
+		r.handshakeErrors, r.expiredConns,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, direction := range []string{"inbound", "outbound"} {
+		// Zero from the start, so that a rate or an alert sees the series before the first event.
+		r.handshakeErrors.WithLabelValues(direction)
+		r.expiredConns.WithLabelValues(direction)
+	}
 	return r
+}
+
+// HandshakeError counts a failed mesh TLS handshake in direction ("inbound" or "outbound").
+func (r *Registry) HandshakeError(direction string) {
+	r.handshakeErrors.WithLabelValues(direction).Inc()
+}
+
+// ExpiredConnection counts a mesh connection closed because a certificate of its handshake
+// expired.
+func (r *Registry) ExpiredConnection(direction string) {
+	r.expiredConns.WithLabelValues(direction).Inc()
 }
 
 // Registerer is where other parts of the proxy (the identity client) register their metrics,
