@@ -120,7 +120,11 @@ metadata: {name: echo}
 spec:
   selector: {app: echo}
   ports: [{name: http, port: 80, targetPort: http}]
----
+EOF
+# The load client is applied once echo is ready: started with it, its first requests would
+# find no ready endpoint yet and fail (503 no-endpoints), which says nothing of the mesh.
+mkdir -p "$SOAK_OUT/load"
+cat > "$SOAK_OUT/load/load.yaml" <<EOF
 apiVersion: v1
 kind: Pod
 metadata:
@@ -136,6 +140,7 @@ spec:
 EOF
 bin/mesh inject --control-plane-namespace "$SOAK_CP_NAMESPACE" "$SOAK_OUT/app" | k -n "$SOAK_NAMESPACE" apply -f - >/dev/null
 k -n "$SOAK_NAMESPACE" rollout status deployment/echo --timeout=300s >/dev/null
+bin/mesh inject --control-plane-namespace "$SOAK_CP_NAMESPACE" "$SOAK_OUT/load" | k -n "$SOAK_NAMESPACE" apply -f - >/dev/null
 k -n "$SOAK_NAMESPACE" wait --for=condition=Ready pod/load --timeout=300s >/dev/null
 LOAD_IP=$(k -n "$SOAK_NAMESPACE" get pod load -o jsonpath='{.status.podIP}')
 
