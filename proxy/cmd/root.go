@@ -122,7 +122,7 @@ func Run(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 	opts := dataplane.Options{
 		InboundAddr: cfg.InboundAddr, OutboundAddr: cfg.OutboundAddr, TLS: tlsConf,
 		OpaquePorts: cfg.OpaquePorts, DetectTimeout: cfg.DetectTimeout, ConnectTimeout: cfg.ConnectTimeout,
-		ShutdownGrace: cfg.ShutdownGrace, PeerInboundPort: cfg.PeerInboundPort,
+		ShutdownGrace: cfg.ShutdownGrace, PeerInboundPort: cfg.PeerInboundPort, MaxInFlightRequests: cfg.MaxInFlightRequests,
 		HTTP: h1.Options{
 			MaxHeaderBytes: cfg.MaxHeaderBytes, MaxHeaderCount: cfg.MaxHeaderCount,
 			ReadHeaderTimeout: cfg.ReadHeaderTimeout, IdleTimeout: cfg.IdleTimeout,

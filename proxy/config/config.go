@@ -43,6 +43,7 @@ type Config struct {
 	ShutdownGrace                        time.Duration
 	PeerInboundPort                      uint16
 	MaxHeaderBytes, MaxHeaderCount       int
+	MaxInFlightRequests                  int
 	ReadHeaderTimeout, IdleTimeout       time.Duration
 	BodyReadTimeout                      time.Duration
 	// GatewayListeners (INGRESS_MODE) maps Gateway server ports to listen addresses; nil
@@ -98,6 +99,7 @@ var Variables = []Variable{
 	{"PEER_INBOUND_PORT", strconv.Itoa(dataplane.DefaultPeerInboundPort), "other proxies' inbound port, for opaque TCP between proxies"},
 	{"MAX_HEADER_BYTES", strconv.Itoa(h1.DefaultMaxHeaderBytes), "largest request head (431 above)"},
 	{"MAX_HEADER_COUNT", strconv.Itoa(h1.DefaultMaxHeaderCount), "most request header fields (431 above)"},
+	{"MAX_IN_FLIGHT_REQUESTS", strconv.Itoa(dataplane.DefaultMaxInFlightRequests), "most HTTP requests (and HTTP/2 streams) served at once, all directions together; the excess is answered 503 overloaded at once instead of queued"},
 	{"READ_HEADER_TIMEOUT", h1.DefaultReadHeaderTimeout.String(), "time to read a request head"},
 	{"IDLE_TIMEOUT", h1.DefaultIdleTimeout.String(), "idle time before a client connection is closed"},
 	{"BODY_READ_TIMEOUT", h1.DefaultBodyReadTimeout.String(), "longest wait for more request body bytes from a client (408, or the request fails, after it)"},
@@ -152,6 +154,7 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 		PeerInboundPort:        uint16(l.int("PEER_INBOUND_PORT", 1, 65535)),
 		MaxHeaderBytes:         l.int("MAX_HEADER_BYTES", 1024, 1<<20),
 		MaxHeaderCount:         l.int("MAX_HEADER_COUNT", 1, 10000),
+		MaxInFlightRequests:    l.int("MAX_IN_FLIGHT_REQUESTS", 1, 1_000_000),
 		ReadHeaderTimeout:      l.duration("READ_HEADER_TIMEOUT"),
 		IdleTimeout:            l.duration("IDLE_TIMEOUT"),
 		BodyReadTimeout:        l.duration("BODY_READ_TIMEOUT"),

@@ -2,9 +2,11 @@ package dataplane
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"sync"
 
 	"github.com/lightmesh/lightmesh/internal/identity"
@@ -157,6 +159,12 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no connection information", http.StatusInternalServerError)
 		return
 	}
+	if p.inFlight.Add(1) > int64(p.opts.MaxInFlightRequests) {
+		p.inFlight.Add(-1)
+		p.shed(w, ci)
+		return
+	}
+	defer p.inFlight.Add(-1)
 	switch {
 	case ci.gateway:
 		p.gatewayChain.ServeHTTP(w, r)
@@ -165,6 +173,19 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		p.inboundChain.ServeHTTP(w, r)
 	}
+}
+
+// shed answers a request over the in-flight limit: 503 at once, counted in
+// requests_shed_total, so that the excess costs next to nothing.
+func (p *Proxy) shed(w http.ResponseWriter, ci *connInfo) {
+	p.metrics.Shed(ci.direction)
+	h := w.Header()
+	h.Set(ProxyErrorHeader, reasonOverloaded)
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Retry-After", "1")
+	h.Set("Content-Length", strconv.Itoa(len(reasonOverloaded)+1))
+	w.WriteHeader(http.StatusServiceUnavailable)
+	_, _ = io.WriteString(w, reasonOverloaded+"\n")
 }
 
 type noHandler struct{}

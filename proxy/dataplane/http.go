@@ -42,6 +42,8 @@ const (
 	reasonOverflow    = "overflow"
 	reasonFaultAbort  = "fault-abort"
 	reasonInvalidPath = "invalid-path"
+	// The in-flight limit (Options.MaxInFlightRequests).
+	reasonOverloaded = "overloaded"
 )
 
 // sanitize removes hop-by-hop fields and the fields the mesh owns, sets the verified client

@@ -22,12 +22,15 @@ import (
 
 // Defaults of Options.
 const (
-	DefaultInboundAddr     = "0.0.0.0:4143"
-	DefaultOutboundAddr    = "127.0.0.1:4140"
-	DefaultDetectTimeout   = 10 * time.Second
-	DefaultConnectTimeout  = 5 * time.Second
-	DefaultShutdownGrace   = 20 * time.Second
-	DefaultPeerInboundPort = 4143
+	DefaultInboundAddr    = "0.0.0.0:4143"
+	DefaultOutboundAddr   = "127.0.0.1:4140"
+	DefaultDetectTimeout  = 10 * time.Second
+	DefaultConnectTimeout = 5 * time.Second
+	DefaultShutdownGrace  = 20 * time.Second
+	// DefaultMaxInFlightRequests bounds the HTTP requests a proxy serves at once, all
+	// directions together (Envoy's default circuit breaker allows 1,024 requests per cluster).
+	DefaultMaxInFlightRequests = 1000
+	DefaultPeerInboundPort     = 4143
 	// detectBufferSize is how many bytes protocol detection may read.
 	detectBufferSize = 8 << 10
 )
@@ -73,6 +76,11 @@ type Options struct {
 	ConnectTimeout time.Duration
 	// ShutdownGrace is how long Shutdown lets in-flight work finish.
 	ShutdownGrace time.Duration
+	// MaxInFlightRequests bounds the HTTP requests (and HTTP/2 streams) served at once;
+	// beyond it a request is answered 503 at once (lightmesh-proxy-error: overloaded), so
+	// that a proxy offered more than it can carry sheds the excess instead of queueing it
+	// until it runs out of memory. DefaultMaxInFlightRequests when zero.
+	MaxInFlightRequests int
 	// PeerInboundPort is the inbound port of other proxies: opaque TCP to a meshed endpoint
 	// goes there, with the application port in the transport header (DefaultPeerInboundPort).
 	PeerInboundPort uint16
@@ -120,8 +128,14 @@ func (o *Options) validate() error {
 	if o.ShutdownGrace == 0 {
 		o.ShutdownGrace = DefaultShutdownGrace
 	}
+	if o.MaxInFlightRequests == 0 {
+		o.MaxInFlightRequests = DefaultMaxInFlightRequests
+	}
 	if o.PeerInboundPort == 0 {
 		o.PeerInboundPort = DefaultPeerInboundPort
+	}
+	if o.MaxInFlightRequests < 0 {
+		return errors.New("dataplane: MaxInFlightRequests must be positive")
 	}
 	if o.DetectTimeout < 0 || o.ConnectTimeout < 0 || o.ShutdownGrace < 0 {
 		return errors.New("dataplane: timeouts must be positive")

@@ -41,6 +41,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lightmesh/lightmesh/proxy/discovery"
@@ -68,7 +69,9 @@ type Proxy struct {
 	loadAware discovery.LoadAware
 
 	outboundChain, inboundChain, gatewayChain http.Handler
-	gatewayListeners                          []gatewayListener
+	// inFlight counts the HTTP requests being served (Options.MaxInFlightRequests).
+	inFlight         atomic.Int64
+	gatewayListeners []gatewayListener
 
 	mu       sync.Mutex
 	conns    map[net.Conn]struct{}

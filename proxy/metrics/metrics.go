@@ -66,6 +66,8 @@ type Registry struct {
 	// handshake expired, by direction.
 	handshakeErrors *prometheus.CounterVec
 	expiredConns    *prometheus.CounterVec
+	// Requests answered 503 over the in-flight limit, by direction.
+	shed *prometheus.CounterVec
 
 	routes sync.Map // Labels -> *Route
 	tcps   sync.Map // TCPLabels -> *TCP
@@ -106,14 +108,18 @@ func New() *Registry {
 		expiredConns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tls_expired_connections_total", Help: "Total count of mesh connections closed because a certificate of their handshake expired.",
 		}, []string{"direction"}),
+		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "requests_shed_total", Help: "Total count of requests answered 503 because the proxy was serving its maximum of requests at once.",
+		}, []string{"direction"}),
 	}
 	r.reg.MustRegister(r.requests, r.response, r.latency, r.tcpOpen, r.tcpClose, r.tcpConns, r.tcpRead, r.tcpWrite,
-		r.handshakeErrors, r.expiredConns,
+		r.handshakeErrors, r.expiredConns, r.shed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, direction := range []string{"inbound", "outbound"} {
 		// Zero from the start, so that a rate or an alert sees the series before the first event.
 		r.handshakeErrors.WithLabelValues(direction)
 		r.expiredConns.WithLabelValues(direction)
+		r.shed.WithLabelValues(direction)
 	}
 	return r
 }
@@ -127,6 +133,11 @@ func (r *Registry) HandshakeError(direction string) {
 // expired.
 func (r *Registry) ExpiredConnection(direction string) {
 	r.expiredConns.WithLabelValues(direction).Inc()
+}
+
+// Shed counts a request answered 503 over the in-flight limit.
+func (r *Registry) Shed(direction string) {
+	r.shed.WithLabelValues(direction).Inc()
 }
 
 // Registerer is where other parts of the proxy (the identity client) register their metrics,
