@@ -74,10 +74,25 @@ type FailureSample struct {
 	Error string    `json:"error"`
 }
 
+// StartsSummary is what load serves at /starts with --record-starts: for each serving pod,
+// when each request it answered (successfully) was sent, so that a test can tell which pod
+// answered the requests sent in any interval (for example after the pod left a Service).
+type StartsSummary struct {
+	// Start is when the run started; the offsets are counted from it.
+	Start time.Time `json:"start"`
+	Now   time.Time `json:"now"`
+	// Pods maps each serving pod to the send times of the requests it answered, in
+	// microseconds after Start, in the order the answers arrived (not necessarily sorted).
+	Pods map[string][]int64 `json:"pods"`
+}
+
 // loadRecorder keeps the counters of a load run; safe for concurrent use.
 type loadRecorder struct {
 	mu sync.Mutex
 	s  LoadSummary
+	// starts, when not nil (--record-starts), holds per pod the send time of every answered
+	// request, in microseconds after s.Start.
+	starts map[string][]int64
 }
 
 func newLoadRecorder(url string, rate float64, start time.Time) *loadRecorder {
@@ -97,9 +112,13 @@ func (r *loadRecorder) sent(lag time.Duration, at time.Time) {
 	r.mu.Unlock()
 }
 
+// success records an answer of pod received at, for a request sent latency earlier.
 func (r *loadRecorder) success(pod string, at time.Time, latency time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.starts != nil {
+		r.starts[pod] = append(r.starts[pod], at.Add(-latency).Sub(r.s.Start).Microseconds())
+	}
 	r.s.InFlight--
 	r.s.OK++
 	p := r.s.Pods[pod]
@@ -158,6 +177,17 @@ func (r *loadRecorder) snapshot(now time.Time) LoadSummary {
 	return s
 }
 
+// startsSnapshot returns a copy of the recorded send times at now.
+func (r *loadRecorder) startsSnapshot(now time.Time) StartsSummary {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := StartsSummary{Start: r.s.Start, Now: now, Pods: make(map[string][]int64, len(r.starts))}
+	for pod, starts := range r.starts {
+		out.Pods[pod] = slices.Clone(starts)
+	}
+	return out
+}
+
 func cloneMap(m map[string]int64) map[string]int64 {
 	out := make(map[string]int64, len(m))
 	for k, v := range m {
@@ -197,25 +227,14 @@ type loadOptions struct {
 	timeout   time.Duration
 	statsAddr string
 	progress  bool
+	// recordStarts keeps the send time of every answered request, served at /starts.
+	recordStarts bool
 }
 
 func load(args []string, out, errOut io.Writer) error {
-	fs := flag.NewFlagSet("load", flag.ContinueOnError)
-	var o loadOptions
-	fs.Float64Var(&o.rate, "rate", 200, "requests per second, sent on schedule whatever the answers")
-	fs.DurationVar(&o.duration, "duration", 0, "how long to send; 0: until SIGTERM or SIGINT")
-	fs.DurationVar(&o.timeout, "timeout", 2*time.Second, "deadline of each request, answer included")
-	fs.StringVar(&o.statsAddr, "stats-addr", "", "serve the summary so far as JSON at /stats on this address")
-	fs.BoolVar(&o.progress, "progress", false, "print a progress line to stderr every second")
-	if len(args) < 1 || strings.HasPrefix(args[0], "-") {
-		return errors.New("load needs a URL first: e2e-echo load URL [--rate 200] [--duration 60s]")
-	}
-	o.url = args[0]
-	if err := fs.Parse(args[1:]); err != nil {
+	o, err := parseLoadFlags(args)
+	if err != nil {
 		return err
-	}
-	if o.rate <= 0 || o.timeout <= 0 || o.duration < 0 {
-		return errors.New("load: --rate and --timeout must be positive and --duration not negative")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -231,6 +250,33 @@ func load(args []string, out, errOut io.Writer) error {
 	enc := json.NewEncoder(out)
 	enc.SetIndent("", "  ")
 	return enc.Encode(summary)
+}
+
+// parseLoadFlags reads load's arguments: the URL first, then the flags.
+func parseLoadFlags(args []string) (loadOptions, error) {
+	fs := flag.NewFlagSet("load", flag.ContinueOnError)
+	var o loadOptions
+	fs.Float64Var(&o.rate, "rate", 200, "requests per second, sent on schedule whatever the answers")
+	fs.DurationVar(&o.duration, "duration", 0, "how long to send; 0: until SIGTERM or SIGINT")
+	fs.DurationVar(&o.timeout, "timeout", 2*time.Second, "deadline of each request, answer included")
+	fs.StringVar(&o.statsAddr, "stats-addr", "", "serve the summary so far as JSON at /stats on this address")
+	fs.BoolVar(&o.progress, "progress", false, "print a progress line to stderr every second")
+	fs.BoolVar(&o.recordStarts, "record-starts", false,
+		"keep the send time of every answered request, per serving pod, and serve them at /starts on --stats-addr (8 bytes an answer)")
+	if len(args) < 1 || strings.HasPrefix(args[0], "-") {
+		return o, errors.New("load needs a URL first: e2e-echo load URL [--rate 200] [--duration 60s]")
+	}
+	o.url = args[0]
+	if err := fs.Parse(args[1:]); err != nil {
+		return o, err
+	}
+	if o.rate <= 0 || o.timeout <= 0 || o.duration < 0 {
+		return o, errors.New("load: --rate and --timeout must be positive and --duration not negative")
+	}
+	if o.recordStarts && o.statsAddr == "" {
+		return o, errors.New("load: --record-starts needs --stats-addr, where the send times are served at /starts")
+	}
+	return o, nil
 }
 
 // runLoad sends o.rate GETs a second until ctx ends, waits for the requests in flight and
@@ -249,16 +295,16 @@ func runLoad(ctx context.Context, o loadOptions, errOut io.Writer) (LoadSummary,
 	}
 	start := time.Now()
 	rec := newLoadRecorder(o.url, o.rate, start)
+	if o.recordStarts {
+		rec.starts = map[string][]int64{}
+	}
 
 	if o.statsAddr != "" {
 		lis, err := net.Listen("tcp", o.statsAddr)
 		if err != nil {
 			return LoadSummary{}, fmt.Errorf("listen for --stats-addr: %w", err)
 		}
-		srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			w.Header().Set("Content-Type", "application/json")
-			_ = json.NewEncoder(w).Encode(rec.snapshot(time.Now()))
-		})}
+		srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: statsHandler(rec, o.recordStarts)}
 		go func() { _ = srv.Serve(lis) }()
 		defer srv.Close()
 		log.Printf("serving the load summary at http://%s/stats", lis.Addr())
@@ -285,6 +331,24 @@ func runLoad(ctx context.Context, o loadOptions, errOut io.Writer) (LoadSummary,
 		rec.sent(now.Sub(next), now)
 		wg.Go(func() { fire(client, o.url, rec) })
 	}
+}
+
+// statsHandler serves the summary so far at every path but /starts, which serves the send
+// times of the answered requests (with --record-starts).
+func statsHandler(rec *loadRecorder, recordStarts bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/starts" {
+			if !recordStarts {
+				http.Error(w, "the send times are not recorded: run load with --record-starts", http.StatusNotFound)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(rec.startsSnapshot(time.Now()))
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(rec.snapshot(time.Now()))
+	})
 }
 
 // fire sends one GET and records its outcome.

@@ -16,13 +16,15 @@
 //	    Service spread the requests over N pods) or the timeout passes; prints each answer once.
 //	    With --grep it prints, instead, the lines of the first answer that contain TEXT (for
 //	    reading metrics). With --print it prints the body of the first 200 answer.
-//	e2e-echo load URL [--rate 200] [--duration 0] [--timeout 2s] [--stats-addr ADDR] [--progress]
+//	e2e-echo load URL [--rate 200] [--duration 0] [--timeout 2s] [--stats-addr ADDR] [--progress] [--record-starts]
 //	    sends GETs to URL open-loop at a constant rate (each on schedule, whether or not earlier
 //	    ones answered) for --duration (0: until SIGTERM or SIGINT), then prints one JSON summary:
 //	    requests sent, successes, failures by kind (status, connect, reset, timeout, other) and,
 //	    per serving pod (X-Echo-Pod), its answers and the first and last time it answered. With
 //	    --stats-addr it serves the summary so far as JSON at /stats; with --progress it prints a
-//	    line to stderr every second.
+//	    line to stderr every second. With --record-starts it keeps, per serving pod, the send time
+//	    of every request the pod answered, served as JSON at /starts on --stats-addr (so a test
+//	    can tell which pod answered the requests sent after a given moment).
 package main
 
 import (
