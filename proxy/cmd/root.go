@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -208,7 +209,20 @@ func Run(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 		Ready: func() bool {
 			return proxy.Listening() && (tlsConf == nil || tlsConf.Ready())
 		},
-		ReadyDetail: readyDetail,
+		ReadyDetail: func() string {
+			var parts []string
+			if tlsConf != nil {
+				if problem := tlsConf.Problem(); problem != "" {
+					parts = append(parts, problem)
+				}
+			}
+			if readyDetail != nil {
+				if d := readyDetail(); d != "" {
+					parts = append(parts, d)
+				}
+			}
+			return strings.Join(parts, "; ")
+		},
 	}
 	if tlsConf != nil {
 		adminOpts.Certificate = tlsConf.Certificate

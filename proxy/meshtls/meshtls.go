@@ -145,6 +145,23 @@ func New(opts Options) (*TLS, error) {
 // Ready reports whether the source has a certificate.
 func (t *TLS) Ready() bool { return t.opts.Source.Ready() }
 
+// Problem says why the proxy holds no valid certificate ("" when it holds one), for /ready.
+func (t *TLS) Problem() string {
+	cert := t.opts.Source.Certificate()
+	now := t.opts.Clock.Now()
+	switch {
+	case cert == nil:
+		return "no workload certificate yet: is the identity service reachable?"
+	case cert.Leaf == nil:
+		return ""
+	case !now.Before(cert.Leaf.NotAfter):
+		return fmt.Sprintf("the workload certificate expired at %s and is not renewed yet: is the identity service reachable?", cert.Leaf.NotAfter.UTC().Format(time.RFC3339))
+	case now.Before(cert.Leaf.NotBefore):
+		return fmt.Sprintf("the workload certificate is not valid before %s: is this node's clock right?", cert.Leaf.NotBefore.UTC().Format(time.RFC3339))
+	}
+	return ""
+}
+
 // Certificate returns the proxy's current certificate and chain, or ErrNoCertificate.
 func (t *TLS) Certificate() (*tls.Certificate, error) { return t.certificate() }
 

@@ -263,3 +263,27 @@ func bump(t *testing.T, dir string) {
 		}
 	}
 }
+
+func TestProblemSaysWhyThereIsNoValidCertificate(t *testing.T) {
+	pki := testpki.New(t)
+	const id = "spiffe://cluster.local/ns/a/sa/b"
+	src := pki.Source(t, id)
+	now := time.Now()
+	for _, tc := range []struct {
+		name string
+		cert *tls.Certificate
+		at   time.Time
+		want string
+	}{
+		{"valid", pki.Leaf(t, id), now, ""},
+		{"none", nil, now, "no workload certificate yet"},
+		{"expired", pki.LeafAt(t, id, now.Add(-2*time.Hour), time.Hour), now, "expired at"},
+		{"not yet valid", pki.Leaf(t, id), now.Add(-time.Hour), "not valid before"},
+	} {
+		src.SetCertificate(tc.cert)
+		got := newTLS(t, src, identity.NewFakeClock(tc.at)).Problem()
+		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+			t.Errorf("%s: Problem() = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
