@@ -25,6 +25,12 @@ const (
 	// DefaultIdleTimeout is how long the statistics of an endpoint nobody sends to are kept:
 	// after ten decay constants its average has decayed to nothing anyway.
 	DefaultIdleTimeout = 100 * time.Second
+	// MaxFailureCost bounds what failures in a row can raise an endpoint's average to (a
+	// slower answer still counts in full). Without it every failure doubled the average: after
+	// an outage of its peer an endpoint stood at astronomical costs (or NaN) and, decaying at
+	// the same rate as the others, got no traffic for many minutes after it had recovered.
+	// From 10 s the default decay brings it back to milliseconds in about 20 s.
+	MaxFailureCost = 10 * time.Second
 )
 
 // PeakEWMA is the power-of-two-choices balancer over peak-EWMA latency (Finagle's and
@@ -291,7 +297,7 @@ func (b *PeakEWMA) Observe(addr netip.AddrPort, rtt time.Duration) {
 }
 
 // observe folds one latency into s. A failure costs at least twice the current average (and
-// DefaultRTT), so an endpoint that fails fast does not attract traffic; a canceled request's
+// DefaultRTT, up to MaxFailureCost), so an endpoint that fails fast does not attract traffic; a canceled request's
 // latency is a lower bound, so it can only raise the average.
 func (b *PeakEWMA) observe(s *ewmaStats, rtt time.Duration, o Outcome) {
 	now := b.now()
@@ -304,7 +310,7 @@ func (b *PeakEWMA) observe(s *ewmaStats, rtt time.Duration, o Outcome) {
 			return
 		}
 	case Failure:
-		rttf = max(rttf, 2*b.decayed(s, now), b.defaultCost())
+		rttf = max(rttf, min(max(2*b.decayed(s, now), b.defaultCost()), float64(MaxFailureCost)))
 	}
 	if rttf > s.cost {
 		s.cost = rttf // peak: jump up at once

@@ -293,3 +293,27 @@ func TestPeakEWMARecoversFromASpike(t *testing.T) {
 		t.Errorf("10 s after one 20 ms spike the replica got %d of %d picks over 15 s, under three quarters of its fair share: %v", picks[spiked], n, picks)
 	}
 }
+
+// However long an endpoint failed, it is back in the picks soon after it answers again: its
+// cost is capped, then decays like any other.
+func TestPeakEWMAFailuresInARowAreCapped(t *testing.T) {
+	clock := identity.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	b := &PeakEWMA{Clock: clock}
+	dst := twoEndpoints()
+	a := dst.Endpoints[0].Addr
+	for range 2000 { // doubling each time would overflow to +Inf
+		b.Acquire(a).DoneAfter(time.Millisecond, Failure)
+	}
+	if got := b.Load(a); got != float64(MaxFailureCost) {
+		t.Fatalf("after 2,000 failures in a row the load is %g ns, want the cap %v", got, MaxFailureCost)
+	}
+	clock.Advance(10 * DefaultDecay)
+	if got := b.Load(a); got > float64(time.Millisecond) {
+		t.Errorf("ten decay constants later the load is %v, want under 1ms", time.Duration(got))
+	}
+	// A slow answer still counts in full.
+	b.Acquire(a).DoneAfter(20*time.Second, Success)
+	if got := b.Load(a); got != float64(20*time.Second) {
+		t.Errorf("a 20 s answer: load %v", time.Duration(got))
+	}
+}
