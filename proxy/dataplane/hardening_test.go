@@ -157,8 +157,9 @@ func TestProxyErrors(t *testing.T) {
 		resp, err := m.httpClient(false).Get("http://" + app.addr + "/")
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode < 500 {
-				t.Errorf("answered %d", resp.StatusCode)
+			// Refused before any byte is sent, and said so (not a later "upstream error").
+			if resp.StatusCode != http.StatusBadGateway || resp.Header.Get(ProxyErrorHeader) != reasonTLS {
+				t.Errorf("answered %d %q, want 502 %s", resp.StatusCode, resp.Header.Get(ProxyErrorHeader), reasonTLS)
 			}
 		}
 		if app.requests.Load() != 0 {

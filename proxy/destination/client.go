@@ -66,6 +66,7 @@ import (
 	meshid "github.com/lightmesh/lightmesh/internal/identity"
 	"github.com/lightmesh/lightmesh/internal/policy"
 	"github.com/lightmesh/lightmesh/proxy/discovery"
+	"github.com/lightmesh/lightmesh/proxy/internal/controlconn"
 	"github.com/lightmesh/lightmesh/proxy/meshtls"
 )
 
@@ -276,9 +277,9 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 				return nil, meshtls.ErrNoCertificate
 			},
 		})
-		conn, err := grpc.NewClient(opts.Addr, grpc.WithTransportCredentials(creds),
+		conn, err := grpc.NewClient(opts.Addr, append(controlconn.DialOptions(), grpc.WithTransportCredentials(creds),
 			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageBytes)))
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageBytes)))...)
 		if err != nil {
 			return nil, fmt.Errorf("destination client for %s: %w", opts.Addr, err)
 		}

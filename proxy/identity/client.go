@@ -52,6 +52,7 @@ import (
 
 	identityv1 "github.com/lightmesh/lightmesh/controller/api/identity/v1"
 	meshid "github.com/lightmesh/lightmesh/internal/identity"
+	"github.com/lightmesh/lightmesh/proxy/internal/controlconn"
 )
 
 // Defaults of the client.
@@ -282,9 +283,9 @@ func (c *Client) dial() (*grpc.ClientConn, error) {
 		RootCAs:    c.pool,
 		ServerName: c.opts.ServerName,
 	})
-	conn, err := grpc.NewClient(c.opts.Addr,
+	conn, err := grpc.NewClient(c.opts.Addr, append(controlconn.DialOptions(),
 		grpc.WithTransportCredentials(creds),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxResponseBytes)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxResponseBytes)))...)
 	if err != nil {
 		return nil, fmt.Errorf("identity client: connect to %s: %w", c.opts.Addr, err)
 	}

@@ -309,7 +309,14 @@ func (t *TLS) Client(ctx context.Context, conn net.Conn, server identity.SpiffeI
 		tc.Close()
 		return nil, fmt.Errorf("%w with %s at %s: it chose protocol %q, not %q; is it a lightmesh proxy of this version?", ErrHandshake, server, conn.RemoteAddr(), got, alpn)
 	}
-	return &Conn{Conn: tc, NotAfter: Expiry(state, presented)}, nil
+	notAfter := Expiry(state, presented)
+	if !notAfter.IsZero() && !t.opts.Clock.Now().Before(notAfter) {
+		// This proxy's own certificate has expired (the peer's was verified): the server
+		// refuses it once it reads it, which TLS 1.3 lets happen after the client is done.
+		tc.Close()
+		return nil, fmt.Errorf("%w with %s at %s: this proxy's certificate expired at %s; it is renewed when the identity service answers", ErrHandshake, server, conn.RemoteAddr(), notAfter.UTC().Format(time.RFC3339))
+	}
+	return &Conn{Conn: tc, NotAfter: notAfter}, nil
 }
 
 // Expiry returns when a mesh connection must end: the earlier NotAfter of the peer's leaf
