@@ -9,7 +9,6 @@ import (
 	"maps"
 	"math"
 	"net/http"
-	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -53,11 +52,7 @@ const (
 // recovery (offsets from the outage's start), which RELIABILITY.md quotes.
 func TestControllerDownBeyondCertLifetime(t *testing.T) {
 	c := localCluster(t)
-	// LIGHTMESH_E2E_MESH: a mesh CLI to use instead of building the working tree's.
-	mesh := os.Getenv("LIGHTMESH_E2E_MESH")
-	if mesh == "" {
-		mesh = buildMesh(t)
-	}
+	mesh := buildMesh(t)
 	deadline := time.Now().Add(certOutageBudget)
 	// within caps a wait at what is left of the scenario's budget.
 	within := func(d time.Duration) time.Duration {

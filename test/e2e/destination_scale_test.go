@@ -179,12 +179,7 @@ func TestDestinationUnderLoad(t *testing.T) {
 		}
 		outage = d
 	}
-	// LIGHTMESH_E2E_MESH: a mesh CLI to use instead of building the working tree's (when the
-	// images in the cluster were built from another revision than the working tree).
-	mesh := os.Getenv("LIGHTMESH_E2E_MESH")
-	if mesh == "" {
-		mesh = buildMesh(t)
-	}
+	mesh := buildMesh(t)
 	started := time.Now()
 	phase := func(what string) {
 		t.Logf("[%5.1fs %s] %s", time.Since(started).Seconds(), time.Now().UTC().Format("15:04:05.0"), what)

@@ -13,7 +13,6 @@ package e2e
 import (
 	"fmt"
 	"net/http"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -146,10 +145,7 @@ spec:
 
 func TestFaults(t *testing.T) {
 	c := localCluster(t)
-	mesh := os.Getenv("LIGHTMESH_E2E_MESH")
-	if mesh == "" {
-		mesh = buildMesh(t)
-	}
+	mesh := buildMesh(t)
 	started := time.Now()
 	phase := func(what string) {
 		t.Logf("[%5.1fs %s] %s", time.Since(started).Seconds(), time.Now().UTC().Format("15:04:05.0"), what)

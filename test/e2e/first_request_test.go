@@ -29,10 +29,7 @@ const firstRequestRate = 50
 // target: the only time bound is the deadline for the first answer.
 func TestApplyToFirstRequest(t *testing.T) {
 	c := localCluster(t)
-	mesh := os.Getenv("LIGHTMESH_E2E_MESH")
-	if mesh == "" {
-		mesh = buildMesh(t)
-	}
+	mesh := buildMesh(t)
 	installOwnControlPlane(t, c, mesh, firstRequestControlPlane)
 	app := c.namespace(t, "h-first")
 	inject := func(manifest string) string { return injectFor(t, c, mesh, firstRequestControlPlane, manifest) }
