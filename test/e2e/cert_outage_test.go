@@ -234,6 +234,9 @@ func TestControllerDownBeyondCertLifetime(t *testing.T) {
 				if now.Before(v.expiry) {
 					t.Errorf("the proxy of %s stopped being ready %s before its certificate expired: %q", name, v.expiry.Sub(now).Round(time.Millisecond), v.readyBody)
 				}
+				if !strings.Contains(v.readyBody, "certificate expired") {
+					t.Errorf("the proxy of %s does not say why it is not ready: %q", name, v.readyBody)
+				}
 			}
 			if !notReady[name] {
 				pending = append(pending, fmt.Sprintf("%s /ready %q (expiry in %s)", name, v.readyBody, time.Until(v.expiry).Round(time.Second)))
