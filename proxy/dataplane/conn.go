@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/lightmesh/lightmesh/internal/identity"
+	"github.com/lightmesh/lightmesh/proxy/discovery"
 	"github.com/lightmesh/lightmesh/proxy/metrics"
 )
 
@@ -118,6 +119,11 @@ type Exchange struct {
 	Failure bool
 	// WasHTTP1 marks a request that arrived as HTTP/1 (restored on the far side).
 	WasHTTP1 bool
+	// Dst is the destination the balancer picked Target from (nil: none), for Istio's default
+	// retry of a connection that could not be opened (roundTrip).
+	Dst *discovery.Destination
+	// body is the request body read into memory (bufferSmallBody), to send again on a retry.
+	body []byte
 }
 
 var exchanges = sync.Pool{New: func() any { return new(Exchange) }}

@@ -68,7 +68,7 @@ func TestBufferSmallBody(t *testing.T) {
 			if tc.expect != "" {
 				r.Header.Set("Expect", tc.expect)
 			}
-			err := bufferSmallBody(r)
+			held, err := bufferSmallBody(r)
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("err = %v, want error: %v", err, tc.wantErr)
 			}
@@ -78,8 +78,8 @@ func TestBufferSmallBody(t *testing.T) {
 			_, buffered := r.Body.(interface {
 				WriteTo(io.Writer) (int64, error)
 			}) // io.NopCloser of a bytes.Reader
-			if buffered != tc.wantBuffered {
-				t.Errorf("buffered = %v, want %v", buffered, tc.wantBuffered)
+			if buffered != tc.wantBuffered || (held != nil) != tc.wantBuffered || (held != nil && string(held) != tc.body) {
+				t.Errorf("buffered = %v, held %q, want buffered %v", buffered, held, tc.wantBuffered)
 			}
 			got, err := io.ReadAll(r.Body)
 			if err != nil || string(got) != tc.body {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -112,6 +113,7 @@ func (p *Proxy) resolve(next Handler) Handler {
 					return
 				}
 				ex.Labels.Authority = dst.Name
+				ex.Dst = dst
 				p.useEndpoint(ex, ep)
 			}
 		}
@@ -160,18 +162,25 @@ func (p *Proxy) outboundForward() Handler {
 			p.forwardUpgrade(ex)
 			return
 		}
-		switch {
-		case ex.Meshed:
-			if ex.WasHTTP1 {
-				ex.R.Header[OrigProtoHeader] = []string{"HTTP/1.1"}
-			}
-			p.roundTrip(ex, meshRoundTripper{p: p, ex: ex})
-		case ex.Conn.h2:
-			p.roundTrip(ex, p.clients.h2c)
-		default:
-			p.roundTrip(ex, p.clients.h1)
-		}
+		p.roundTrip(ex, false)
 	})
+}
+
+// outboundTransport is the client of ex's target: the mesh, HTTP/2 or HTTP/1.
+func (p *Proxy) outboundTransport(ex *Exchange) http.RoundTripper {
+	switch {
+	case ex.Meshed:
+		if ex.WasHTTP1 {
+			ex.R.Header[OrigProtoHeader] = []string{"HTTP/1.1"}
+		}
+		return meshRoundTripper{p: p, ex: ex}
+	case ex.Conn.h2:
+		delete(ex.R.Header, OrigProtoHeader)
+		return p.clients.h2c
+	default:
+		delete(ex.R.Header, OrigProtoHeader)
+		return p.clients.h1
+	}
 }
 
 // inboundForward sends a request to the application, as HTTP/1 when it came as HTTP/1.
@@ -181,12 +190,17 @@ func (p *Proxy) inboundForward() Handler {
 			p.forwardUpgrade(ex)
 			return
 		}
-		if ex.WasHTTP1 {
-			p.roundTrip(ex, p.clients.h1)
-		} else {
-			p.roundTrip(ex, p.clients.h2c)
-		}
+		p.roundTrip(ex, true)
 	})
+}
+
+// applicationTransport is the client of the application: HTTP/1 for a request that came as
+// HTTP/1, else HTTP/2.
+func (p *Proxy) applicationTransport(ex *Exchange) http.RoundTripper {
+	if ex.WasHTTP1 {
+		return p.clients.h1
+	}
+	return p.clients.h2c
 }
 
 type meshRoundTripper struct {
@@ -219,43 +233,111 @@ const smallBodyLimit = 16 << 10
 // one write; any other body gets the head flushed first (two writes and two wake-ups of the
 // application). A request that expects 100-continue keeps its streamed body: its client waits
 // for the answer to the head before it sends the body.
-func bufferSmallBody(r *http.Request) error {
+func bufferSmallBody(r *http.Request) ([]byte, error) {
 	if r.ContentLength <= 0 || r.ContentLength > smallBodyLimit || r.Body == nil || r.Body == http.NoBody ||
 		len(r.TransferEncoding) > 0 || r.Header.Get("Expect") != "" {
-		return nil
+		return nil, nil
 	}
 	buf := make([]byte, r.ContentLength)
 	if _, err := io.ReadFull(r.Body, buf); err != nil {
-		return err
+		return nil, err
 	}
 	r.Body = io.NopCloser(bytes.NewReader(buf))
-	return nil
+	return buf, nil
 }
 
-// roundTrip forwards ex.R with rt and streams the response back.
-func (p *Proxy) roundTrip(ex *Exchange, rt http.RoundTripper) {
+// connectRetries is how many times a request whose connection could not be opened is sent
+// to another endpoint of its destination: Istio's default retry policy (2 attempts on
+// connect-failure), which applies to services without a route of their own. Routes with a
+// policy retry as it says (route.go).
+const connectRetries = 2
+
+// errPeerConnectRefused stands for a peer proxy's answer that its application refused the
+// connection.
+var errPeerConnectRefused = errors.New("the peer proxy's application refused the connection")
+
+// roundTrip forwards ex.R (to the application when toApp, else outbound) and streams the
+// response back. A balanced request whose connection could not be opened (nothing was sent) goes to
+// another endpoint, up to connectRetries times, when its body can be sent again.
+func (p *Proxy) roundTrip(ex *Exchange, toApp bool) {
 	r := ex.R
-	prepareUpstream(r, ex.Target)
-	if rt == http.RoundTripper(p.clients.h1) {
-		if err := bufferSmallBody(r); err != nil {
+	var failed []netip.AddrPort
+	for {
+		var rt http.RoundTripper
+		if toApp {
+			rt = p.applicationTransport(ex)
+		} else {
+			rt = p.outboundTransport(ex)
+		}
+		prepareUpstream(r, ex.Target)
+		// Small bodies are read first for HTTP/1 (one write), and for requests that may be
+		// sent again to another endpoint.
+		if ex.body == nil && len(failed) == 0 && (ex.Dst != nil || rt == http.RoundTripper(p.clients.h1)) {
+			buf, err := bufferSmallBody(r)
+			if err != nil {
+				status, reason := classify(err)
+				p.fail(ex, status, reason, err)
+				return
+			}
+			ex.body = buf
+		}
+		var release discovery.Release
+		if ex.Balanced {
+			release = p.acquire(ex.Target)
+		}
+		resp, err := rt.RoundTrip(r)
+		release.Done(outcomeOf(r.Context(), err)) // time to response headers
+		if err == nil && ex.Meshed && ex.Dst != nil && resp.Header.Get(ProxyErrorHeader) == reasonConnectRefused {
+			// The peer proxy could not reach its application: nothing was processed.
+			failed = append(failed, ex.Target)
+			if p.retryConnectFailure(ex, errPeerConnectRefused, failed) {
+				resp.Body.Close()
+				continue
+			}
+		}
+		if err == nil {
+			defer resp.Body.Close()
+			p.writeResponse(ex, resp)
+			return
+		}
+		failed = append(failed, ex.Target)
+		if !p.retryConnectFailure(ex, err, failed) {
 			status, reason := classify(err)
 			p.fail(ex, status, reason, err)
 			return
 		}
 	}
-	var release discovery.Release
-	if ex.Balanced {
-		release = p.acquire(ex.Target)
+}
+
+// retryConnectFailure moves ex to an endpoint of ex.Dst not in failed, when err means the
+// connection could not be opened and the request can be sent again (no body, or one held in
+// memory); false when it cannot be retried.
+func (p *Proxy) retryConnectFailure(ex *Exchange, err error, failed []netip.AddrPort) bool {
+	r := ex.R
+	notSent := isConnectFailure(err) || errors.Is(err, errPeerConnectRefused)
+	if ex.Dst == nil || len(failed) > connectRetries || !notSent || r.Context().Err() != nil {
+		return false
 	}
-	resp, err := rt.RoundTrip(r)
-	release.Done(outcomeOf(r.Context(), err)) // time to response headers
-	if err != nil {
-		status, reason := classify(err)
-		p.fail(ex, status, reason, err)
-		return
+	hasBody := r.Body != nil && r.Body != http.NoBody
+	if hasBody && ex.body == nil {
+		return false
 	}
-	defer resp.Body.Close()
-	p.writeResponse(ex, resp)
+	rest := &discovery.Destination{Name: ex.Dst.Name}
+	for _, ep := range ex.Dst.Endpoints {
+		if !slices.Contains(failed, ep.Addr) {
+			rest.Endpoints = append(rest.Endpoints, ep)
+		}
+	}
+	ep, perr := p.opts.Balancer.Pick(rest)
+	if perr != nil {
+		return false
+	}
+	p.log.Debug("connection failed; trying another endpoint", "authority", ex.Authority, "failed", ex.Target.String(), "next", ep.Addr.String(), "err", err)
+	if hasBody {
+		r.Body = io.NopCloser(bytes.NewReader(ex.body))
+	}
+	p.useEndpoint(ex, ep)
+	return true
 }
 
 // writeResponse streams resp to the client: header, body (flushed as it comes) and trailers.

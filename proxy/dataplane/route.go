@@ -66,6 +66,7 @@ func (p *Proxy) route(next Handler) Handler {
 				p.fail(ex, http.StatusServiceUnavailable, reasonNoEndpoints, err)
 				return
 			}
+			ex.Dst = dst
 			p.useEndpoint(ex, ep)
 			observed.ServeExchange(ex)
 			return
