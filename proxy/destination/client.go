@@ -7,7 +7,8 @@
 // (later lookups without an answer pass through at once); the stream then stays open and
 // updates the endpoint set in place. When a stream fails, the client keeps serving the last
 // known state and opens it again with backoff (MinBackoff doubling to
-// MaxBackoff, each wait drawn between half and all of that). The connection is mTLS with the
+// MaxBackoff, each wait drawn between half and all of that), or as soon as the connection
+// is ready again (the controller is back), whichever comes first. The connection is mTLS with the
 // proxy's own workload certificate (the controller authenticates streams by it); until the
 // proxy has one, attempts wait.
 //
@@ -58,6 +59,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
@@ -91,6 +93,10 @@ type Options struct {
 	Source meshtls.Source
 	// Client is used instead of dialing Addr (tests).
 	Client destinationv1.DestinationClient
+	// Conn, with Client, is the connection Client runs on (tests): watched, as the one New
+	// dials is, so that streams waiting out their backoff are opened again as soon as it is
+	// ready.
+	Conn *grpc.ClientConn
 	// ContextToken is sent with every Get (the proxy's namespace and pod, for the controller's logs).
 	ContextToken string
 	// InitialTimeout bounds the wait for a key's first answer; DefaultInitialTimeout when zero.
@@ -140,6 +146,11 @@ type Client struct {
 	gateway *watch
 
 	link link
+
+	// readyMu guards ready, which is closed (and replaced) each time the connection becomes
+	// ready: streams waiting out their backoff then try at once.
+	readyMu sync.Mutex
+	ready   chan struct{}
 }
 
 // link is what the client knows of its connection to the destination service.
@@ -246,7 +257,7 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	c := &Client{opts: opts, ctx: ctx, log: opts.Logger, api: opts.Client, watches: map[string]*watch{}}
+	c := &Client{opts: opts, ctx: ctx, log: opts.Logger, api: opts.Client, conn: opts.Conn, watches: map[string]*watch{}, ready: make(chan struct{})}
 	if opts.Registerer != nil {
 		if err := opts.Registerer.Register(linkCollector{c}); err != nil {
 			return nil, fmt.Errorf("register the destination client's metrics: %w", err)
@@ -285,6 +296,9 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 		}
 		c.conn, c.api = conn, destinationv1.NewDestinationClient(conn)
 		go func() { <-ctx.Done(); _ = conn.Close() }()
+	}
+	if c.conn != nil {
+		go c.watchConnection(ctx)
 	}
 	if opts.PodNamespace != "" && opts.PodName != "" {
 		w := &watch{key: "inbound", target: opts.PodNamespace + "/" + opts.PodName, kind: watchInbound, ready: make(chan struct{})}
@@ -458,6 +472,9 @@ func (c *Client) run(w *watch) {
 		default:
 			got, err = c.stream(w)
 		}
+		// Taken before the stream's end is handled: a connection that becomes ready from
+		// now on wakes the backoff below.
+		ready := c.connectionReady()
 		c.ended(w)
 		if w.ctx.Err() != nil {
 			return
@@ -474,8 +491,37 @@ func (c *Client) run(w *watch) {
 		case <-w.ctx.Done():
 			return
 		case <-c.opts.After(c.backoff(attempt)):
+		case <-ready:
+			// The connection is ready again: no need to wait out the backoff.
 		}
 	}
+}
+
+// watchConnection follows the connection's state until ctx ends: when it becomes ready
+// again (the controller is back), the streams waiting out their backoff are woken; while it
+// is idle it is asked to connect, so that it keeps trying (with gRPC's own capped backoff)
+// even when every stream is waiting.
+func (c *Client) watchConnection(ctx context.Context) {
+	state := c.conn.GetState()
+	for c.conn.WaitForStateChange(ctx, state) {
+		state = c.conn.GetState()
+		switch state {
+		case connectivity.Ready:
+			c.readyMu.Lock()
+			close(c.ready)
+			c.ready = make(chan struct{})
+			c.readyMu.Unlock()
+		case connectivity.Idle:
+			c.conn.Connect()
+		}
+	}
+}
+
+// connectionReady returns a channel closed when the connection next becomes ready.
+func (c *Client) connectionReady() <-chan struct{} {
+	c.readyMu.Lock()
+	defer c.readyMu.Unlock()
+	return c.ready
 }
 
 func (c *Client) backoff(n int) time.Duration {
