@@ -53,13 +53,15 @@ unit: deps ## Fast tests: no root, no network beyond loopback
 	$(GO) test -count=1 ./...
 
 .PHONY: integration
+# One package at a time: the slowloris test measures other clients' latency and the
+# connections' lifetimes, which the other packages' tests would otherwise disturb on 2 cores.
 integration: deps ## Root-only tests: real iptables in network namespaces, real processes
 	@if [ "$$(id -u)" -ne 0 ]; then \
 		echo "!!! SKIPPED: integration tests need root (real iptables, network namespaces); CI runs them as root"; \
 	elif [ -z "$(INTEGRATION_PKGS)" ]; then \
 		echo "no integration tests yet"; \
 	else \
-		$(GO) test -count=1 -tags integration $(INTEGRATION_PKGS); \
+		$(GO) test -count=1 -p 1 -tags integration $(INTEGRATION_PKGS); \
 	fi
 
 .PHONY: e2e
