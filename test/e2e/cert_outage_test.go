@@ -122,16 +122,7 @@ func TestControllerDownBeyondCertLifetime(t *testing.T) {
 	clientIP := strings.TrimSpace(c.must(t, "-n", app, "get", "pod", "load", "-o", "jsonpath={.status.podIP}"))
 	stats := func() loadStats {
 		t.Helper()
-		var s loadStats
-		var err error
-		for attempt := 0; attempt < 5; attempt++ {
-			if err = getJSON(httpc, "http://"+clientIP+":9000/stats", &s); err == nil {
-				return s
-			}
-			time.Sleep(200 * time.Millisecond) // retry pacing, bounded by the attempts
-		}
-		t.Fatalf("reading the load client's counters: %v", err)
-		return s
+		return readLoadStats(t, httpc, clientIP)
 	}
 	// window returns the counters at least d after from.
 	window := func(from loadStats, d time.Duration) loadStats {

@@ -161,6 +161,22 @@ func answering(from, to loadStats) []string {
 	return out
 }
 
+// readLoadStats reads the counters of the load client at ip (its port 9000), trying a few
+// times.
+func readLoadStats(t *testing.T, httpc *http.Client, ip string) loadStats {
+	t.Helper()
+	var s loadStats
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		if err = getJSON(httpc, "http://"+ip+":9000/stats", &s); err == nil {
+			return s
+		}
+		time.Sleep(200 * time.Millisecond) // retry pacing, bounded by the attempts
+	}
+	t.Fatalf("reading the load client's counters: %v", err)
+	return s
+}
+
 // Issue 7's end-to-end proof of discovery and load balancing: a meshed client sends 200 GETs a
 // second to a meshed Deployment by its Service name while the Deployment scales 1 -> 5 -> 1
 // and rolls out a new version, and while the controller is gone for five minutes (issue 13;
@@ -233,16 +249,7 @@ func TestDestinationUnderLoad(t *testing.T) {
 	httpc := &http.Client{Timeout: 5 * time.Second}
 	stats := func() loadStats {
 		t.Helper()
-		var s loadStats
-		var err error
-		for attempt := 0; attempt < 5; attempt++ {
-			if err = getJSON(httpc, "http://"+clientIP+":9000/stats", &s); err == nil {
-				return s
-			}
-			time.Sleep(200 * time.Millisecond) // retry pacing, bounded by the attempts
-		}
-		t.Fatalf("reading the load client's counters: %v", err)
-		return s
+		return readLoadStats(t, httpc, clientIP)
 	}
 	// waitLoad polls the counters until check passes.
 	waitLoad := func(timeout time.Duration, what string, check func(loadStats) (bool, string)) loadStats {

@@ -189,16 +189,7 @@ func TestEndpointRotation(t *testing.T) {
 	httpc := &http.Client{Timeout: 10 * time.Second}
 	stats := func() loadStats {
 		t.Helper()
-		var s loadStats
-		var err error
-		for attempt := 0; attempt < 5; attempt++ {
-			if err = getJSON(httpc, "http://"+clientIP+":9000/stats", &s); err == nil {
-				return s
-			}
-			time.Sleep(200 * time.Millisecond) // retry pacing, bounded by the attempts
-		}
-		t.Fatalf("reading the load client's counters: %v", err)
-		return s
+		return readLoadStats(t, httpc, clientIP)
 	}
 
 	// Warm up: exactly the two pods labelled in answer, and the slice shows them ready.
