@@ -189,14 +189,7 @@ func TestProtocolHints(t *testing.T) {
 	if err := m.table.Add(addr, discovery.Endpoint{Addr: ap, Identity: testpki.ID(t, serverSA), Protocol: discovery.ProtocolOpaque}); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	c, err := m.dial(ctx, "tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	c := m.openTCP(t, addr, 20*time.Second)
 	br := bufio.NewReader(c)
 	if line, err := br.ReadString('\n'); err != nil || line != "220 ready\r\n" {
 		t.Fatalf("banner %q, %v", line, err)

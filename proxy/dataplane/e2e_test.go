@@ -342,14 +342,7 @@ func TestOpaqueServerSpeaksFirst(t *testing.T) {
 				id = ""
 			}
 			m.serve(t, addr, id)
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			c, err := m.dial(ctx, "tcp", addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			c := m.openTCP(t, addr, 5*time.Second)
 			br := bufio.NewReader(c)
 			line, err := br.ReadString('\n')
 			if err != nil || line != "220 ready\r\n" {
@@ -387,14 +380,7 @@ func TestOpaqueHalfClose(t *testing.T) {
 	})
 	m := newMesh(t, meshConfig{})
 	m.serve(t, addr, serverSA)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	c, err := m.dial(ctx, "tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	c := m.openTCP(t, addr, 20*time.Second)
 	payload := strings.Repeat("opaque bytes\n", 10000)
 	if _, err := io.WriteString(c, payload); err != nil {
 		t.Fatal(err)

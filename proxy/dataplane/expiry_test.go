@@ -90,14 +90,7 @@ func TestOpaqueConnectionEndsWithThePeersCertificate(t *testing.T) {
 	m := newMesh(t, meshConfig{opaquePorts: []uint16{netipAddr(t, addr).Port()}})
 	_, notAfter := shortLived(t, m, m.b, serverSA, 4*time.Second)
 	m.serve(t, addr, serverSA)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	c, err := m.dial(ctx, "tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	c := m.openTCP(t, addr, 20*time.Second)
 	buf := make([]byte, 5)
 	if _, err := fmt.Fprint(c, "hello"); err != nil {
 		t.Fatal(err)
@@ -106,7 +99,7 @@ func TestOpaqueConnectionEndsWithThePeersCertificate(t *testing.T) {
 		t.Fatalf("echo %q, %v", buf, err)
 	}
 	// The application never closes: only the expiry can end the connection.
-	_, err = io.ReadAll(c)
+	_, err := io.ReadAll(c)
 	ended := time.Now()
 	if err != nil {
 		t.Fatalf("the connection did not end cleanly: %v", err)

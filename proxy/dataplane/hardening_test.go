@@ -1,7 +1,6 @@
 package dataplane
 
 import (
-	"context"
 	"io"
 	"net"
 	"net/http"
@@ -186,14 +185,7 @@ func TestProxyErrors(t *testing.T) {
 		addr := tcpServer(t, func(c net.Conn) { _, _ = io.WriteString(c, "secret") })
 		m := newMesh(t, meshConfig{opaquePorts: []uint16{netipAddr(t, addr).Port()}})
 		m.serve(t, addr, "spiffe://cluster.local/ns/test/sa/someone-else")
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		c, err := m.dial(ctx, "tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+		c := m.openTCP(t, addr, 20*time.Second)
 		got, _ := io.ReadAll(c)
 		if len(got) != 0 {
 			t.Errorf("read %q through a connection to the wrong identity", got)

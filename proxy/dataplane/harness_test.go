@@ -197,6 +197,24 @@ func (m *mesh) dial(ctx context.Context, _, addr string) (net.Conn, error) {
 	return m.natA.dialVia(m.a.OutboundAddr().String())(ctx, "tcp", addr)
 }
 
+// openTCP connects to addr through A as the application would (within 20 s), with a
+// deadline d from now on every read and write (none when d is 0); the connection is closed
+// when the test ends.
+func (m *mesh) openTCP(t testing.TB, addr string, d time.Duration) net.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := m.dial(ctx, "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if d > 0 {
+		_ = c.SetDeadline(time.Now().Add(d))
+	}
+	return c
+}
+
 // httpClient sends requests through A; h2 selects HTTP/2 with prior knowledge.
 func (m *mesh) httpClient(h2 bool) *http.Client {
 	var protocols http.Protocols

@@ -81,13 +81,7 @@ func TestShutdownCutsConnectionsAfterGrace(t *testing.T) {
 	addr := tcpServer(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
 	m := newMesh(t, meshConfig{opaquePorts: []uint16{netipAddr(t, addr).Port()}})
 	m.serve(t, addr, serverSA)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	c, err := m.dial(ctx, "tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := m.openTCP(t, addr, 0)
 	waitFor(t, "the connection to open", func() bool {
 		return m.a.metrics.Sample("tcp_open_connections", map[string]string{"direction": "outbound", "peer": "dst"}) == 1
 	})
