@@ -40,8 +40,15 @@ func TestConnectFailuresGoToAnotherEndpoint(t *testing.T) {
 			t.Fatalf("request %d: %d %s", i, resp.StatusCode, resp.Header.Get(ProxyErrorHeader))
 		}
 	}
-	if got := app.requests.Load(); got != 30 {
-		t.Errorf("the app served %d requests, want 30", got)
+	// HTTP/2 requests without a body too.
+	h2 := m.httpClient(true)
+	for i := range 10 {
+		if resp, _ := get(t, h2, "http://"+name+"/h2"); resp.StatusCode != http.StatusOK {
+			t.Fatalf("HTTP/2 request %d: %d %s", i, resp.StatusCode, resp.Header.Get(ProxyErrorHeader))
+		}
+	}
+	if got := app.requests.Load(); got != 40 {
+		t.Errorf("the app served %d requests, want 40", got)
 	}
 
 	// Only dead endpoints: the error, after the retries.

@@ -318,7 +318,8 @@ func (p *Proxy) retryConnectFailure(ex *Exchange, err error, failed []netip.Addr
 	if ex.Dst == nil || len(failed) > connectRetries || !notSent || r.Context().Err() != nil {
 		return false
 	}
-	hasBody := r.Body != nil && r.Body != http.NoBody
+	// An HTTP/2 request without a body has a length of 0 and a body that reads nothing.
+	hasBody := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
 	if hasBody && ex.body == nil {
 		return false
 	}
