@@ -59,7 +59,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
@@ -147,10 +146,9 @@ type Client struct {
 
 	link link
 
-	// readyMu guards ready, which is closed (and replaced) each time the connection becomes
-	// ready: streams waiting out their backoff then try at once.
-	readyMu sync.Mutex
-	ready   chan struct{}
+	// readiness signals each time the connection becomes ready: streams waiting out their
+	// backoff then try at once. Nil without a connection to watch.
+	readiness *controlconn.Readiness
 }
 
 // link is what the client knows of its connection to the destination service.
@@ -257,7 +255,7 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	c := &Client{opts: opts, ctx: ctx, log: opts.Logger, api: opts.Client, conn: opts.Conn, watches: map[string]*watch{}, ready: make(chan struct{})}
+	c := &Client{opts: opts, ctx: ctx, log: opts.Logger, api: opts.Client, conn: opts.Conn, watches: map[string]*watch{}}
 	if opts.Registerer != nil {
 		if err := opts.Registerer.Register(linkCollector{c}); err != nil {
 			return nil, fmt.Errorf("register the destination client's metrics: %w", err)
@@ -298,7 +296,7 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 		go func() { <-ctx.Done(); _ = conn.Close() }()
 	}
 	if c.conn != nil {
-		go c.watchConnection(ctx)
+		c.readiness = controlconn.Watch(ctx, c.conn)
 	}
 	if opts.PodNamespace != "" && opts.PodName != "" {
 		w := &watch{key: "inbound", target: opts.PodNamespace + "/" + opts.PodName, kind: watchInbound, ready: make(chan struct{})}
@@ -474,7 +472,7 @@ func (c *Client) run(w *watch) {
 		}
 		// Taken before the stream's end is handled: a connection that becomes ready from
 		// now on wakes the backoff below.
-		ready := c.connectionReady()
+		ready := c.readiness.Next()
 		c.ended(w)
 		if w.ctx.Err() != nil {
 			return
@@ -495,33 +493,6 @@ func (c *Client) run(w *watch) {
 			// The connection is ready again: no need to wait out the backoff.
 		}
 	}
-}
-
-// watchConnection follows the connection's state until ctx ends: when it becomes ready
-// again (the controller is back), the streams waiting out their backoff are woken; while it
-// is idle it is asked to connect, so that it keeps trying (with gRPC's own capped backoff)
-// even when every stream is waiting.
-func (c *Client) watchConnection(ctx context.Context) {
-	state := c.conn.GetState()
-	for c.conn.WaitForStateChange(ctx, state) {
-		state = c.conn.GetState()
-		switch state {
-		case connectivity.Ready:
-			c.readyMu.Lock()
-			close(c.ready)
-			c.ready = make(chan struct{})
-			c.readyMu.Unlock()
-		case connectivity.Idle:
-			c.conn.Connect()
-		}
-	}
-}
-
-// connectionReady returns a channel closed when the connection next becomes ready.
-func (c *Client) connectionReady() <-chan struct{} {
-	c.readyMu.Lock()
-	defer c.readyMu.Unlock()
-	return c.ready
 }
 
 func (c *Client) backoff(n int) time.Duration {

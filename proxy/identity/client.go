@@ -259,6 +259,7 @@ func (c *Client) Ready() bool {
 // when ctx ends, or the error of a dial that cannot even be set up.
 func (c *Client) Run(ctx context.Context) error {
 	certifier := c.opts.Certifier
+	var readiness *controlconn.Readiness
 	if certifier == nil {
 		conn, err := c.dial()
 		if err != nil {
@@ -266,13 +267,22 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 		defer func() { _ = conn.Close() }()
 		certifier = identityv1.NewIdentityClient(conn)
+		readiness = controlconn.Watch(ctx, conn)
 	}
 	for {
+		ready := readiness.Next()
 		wait := c.refresh(ctx, certifier)
+		var again <-chan struct{}
+		if c.failures > 0 {
+			// A failed attempt is made again as soon as the identity service is reachable
+			// (the controller is back), not only after the backoff.
+			again = ready
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-c.opts.After(wait):
+		case <-again:
 		}
 	}
 }
