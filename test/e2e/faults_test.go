@@ -279,12 +279,20 @@ spec:
     timeout: 2s
     retries: {attempts: 2, perTryTimeout: 500ms, retryOn: 5xx}
 `)
-		// The route reaches the proxy: a 5 s window without a failure.
-		eventually(t, 90*time.Second, "the retry policy to reach the client's proxy", func() (bool, string) {
+		// The route reaches the proxy: a 5 s window without a failure. It usually takes
+		// seconds; twice in about seven runs it took over 90 s (not diagnosed, see
+		// RELIABILITY.md), so the wait is 4 minutes and the delay is logged.
+		applied := time.Now()
+		eventually(t, 4*time.Minute, "the retry policy to reach the client's proxy", func() (bool, string) {
 			a := flaky()
 			b := window(flaky, a, 5*time.Second)
 			return b.Failed == a.Failed, fmt.Sprintf("%d failed in 5 s", b.Failed-a.Failed)
 		})
+		if took := time.Since(applied); took > 30*time.Second {
+			t.Logf("WARNING: the VirtualService took %s to reach the client's proxy (usually seconds)", took.Round(time.Second))
+		} else {
+			phase(fmt.Sprintf("the VirtualService reached the client's proxy within %s", took.Round(time.Second)))
+		}
 		a := flaky()
 		b := window(flaky, a, 20*time.Second)
 		phase(fmt.Sprintf("flaky backend with retries: %d requests, %d failed", b.Sent-a.Sent, b.Failed-a.Failed))
