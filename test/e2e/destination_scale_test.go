@@ -196,10 +196,7 @@ func TestDestinationUnderLoad(t *testing.T) {
 		outage = d
 	}
 	mesh := buildMesh(t)
-	started := time.Now()
-	phase := func(what string) {
-		t.Logf("[%5.1fs %s] %s", time.Since(started).Seconds(), time.Now().UTC().Format("15:04:05.0"), what)
-	}
+	phase := phaseLogger(t)
 
 	installOwnControlPlane(t, c, mesh, destScaleControlPlane)
 	phase("control plane available")

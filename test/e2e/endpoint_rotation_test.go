@@ -145,10 +145,7 @@ func TestEndpointRotation(t *testing.T) {
 		}
 	}
 	mesh := buildMesh(t)
-	started := time.Now()
-	phase := func(what string) {
-		t.Logf("[%5.1fs %s] %s", time.Since(started).Seconds(), time.Now().UTC().Format("15:04:05.0"), what)
-	}
+	phase := phaseLogger(t)
 
 	installOwnControlPlane(t, c, mesh, rotationControlPlane)
 	phase("control plane available")

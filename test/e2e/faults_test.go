@@ -146,10 +146,7 @@ spec:
 func TestFaults(t *testing.T) {
 	c := localCluster(t)
 	mesh := buildMesh(t)
-	started := time.Now()
-	phase := func(what string) {
-		t.Logf("[%5.1fs %s] %s", time.Since(started).Seconds(), time.Now().UTC().Format("15:04:05.0"), what)
-	}
+	phase := phaseLogger(t)
 	installOwnControlPlane(t, c, mesh, faultsControlPlane)
 	phase("control plane available")
 

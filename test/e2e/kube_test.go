@@ -153,6 +153,16 @@ func (c *cluster) describe(t *testing.T, ns string) string {
 // testImage is the reference of an image `make images` builds and imports.
 func testImage(name string) string { return version.Image("", name) }
 
+// phaseLogger returns a function that logs a step of a long test with the seconds since the
+// call and the wall-clock time (to match against the cluster's logs).
+func phaseLogger(t *testing.T) func(what string) {
+	started := time.Now()
+	return func(what string) {
+		t.Helper()
+		t.Logf("[%5.1fs %s] %s", time.Since(started).Seconds(), time.Now().UTC().Format("15:04:05.0"), what)
+	}
+}
+
 // installOwnControlPlane installs a control plane into namespace ns for one test and deletes
 // it when the test ends. The CustomResourceDefinitions are shared with every installation on
 // the cluster: applied only when the cluster lacks them, never deleted. It returns once every
