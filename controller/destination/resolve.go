@@ -126,6 +126,10 @@ func (r *resolver) snapshot(a authority) (state, []depKey) {
 		return st, deps
 	}
 	opaqueSvc := opaquePorts(svc.Annotations)
+	appProtocol := ""
+	if svcPort != nil {
+		appProtocol = declaredProtocol(*svcPort)
+	}
 	for _, slice := range r.kube.endpointSlices(svc.Namespace, svc.Name) {
 		if slice.AddressType != discoveryv1.AddressTypeIPv4 && slice.AddressType != discoveryv1.AddressTypeIPv6 {
 			continue
@@ -155,7 +159,9 @@ func (r *resolver) snapshot(a authority) (state, []depKey) {
 					continue
 				}
 				addr := netip.AddrPortFrom(ip.Unmap(), uint16(port))
-				st.endpoints[addr] = r.endpoint(svc, ep, addr, opaqueSvc)
+				wa := r.endpoint(svc, ep, addr, opaqueSvc)
+				wa.AppProtocol = appProtocol
+				st.endpoints[addr] = wa
 			}
 		}
 	}
@@ -234,6 +240,29 @@ func intercepted(pod *corev1.Pod, port uint32) bool {
 		}
 	}
 	return true
+}
+
+// istioPortProtocols are the protocols Istio reads from a Service port's name,
+// <protocol>[-<suffix>] (its "explicit protocol selection").
+var istioPortProtocols = []string{"http", "http2", "https", "grpc", "grpc-web", "h2c", "tcp", "tls", "mongo", "mysql", "redis", "udp"}
+
+// declaredProtocol is the protocol a Service port declares, lower case: its appProtocol,
+// else the prefix of its name when Istio knows it; "" when it declares none.
+func declaredProtocol(p corev1.ServicePort) string {
+	if p.AppProtocol != nil && *p.AppProtocol != "" {
+		return strings.ToLower(*p.AppProtocol)
+	}
+	name := strings.ToLower(p.Name)
+	for _, proto := range istioPortProtocols {
+		if name == proto || strings.HasPrefix(name, proto+"-") {
+			// "grpc-web" is both a protocol and grpc with a suffix: the longer match wins.
+			if proto == "grpc" && (name == "grpc-web" || strings.HasPrefix(name, "grpc-web-")) {
+				return "grpc-web"
+			}
+			return proto
+		}
+	}
+	return ""
 }
 
 // usable: ready (unknown counts as ready) and not terminating.

@@ -116,6 +116,58 @@ func TestMultiPortNamedTargetsAndClusterIP(t *testing.T) {
 	}
 }
 
+// The protocol a Service port declares reaches the proxy with every endpoint: appProtocol
+// first, else Istio's reading of the port name; a headless service without ports declares
+// nothing.
+func TestDeclaredProtocolOfTheServicePort(t *testing.T) {
+	h2c := "kubernetes.io/h2c"
+	withAppProtocol := servicePort("rpc", 81, intstr.FromInt32(8081))
+	withAppProtocol.AppProtocol = &h2c
+	svc := service("shop", "web", "10.96.0.5",
+		servicePort("http-web", 80, intstr.FromInt32(8080)), withAppProtocol, servicePort("admin", 9090, intstr.FromInt32(9091)))
+	e := newEnv(t, svc, pod("shop", "web-1", "web", "lightmesh"),
+		slice("shop", "web", "web-x", map[string]int32{"http-web": 8080, "rpc": 8081, "admin": 9091}, ep{ip: "10.1.0.1", pod: "web-1"}))
+	for path, want := range map[string]string{
+		"web.shop.svc.cluster.local:80":   "http",
+		"10.96.0.5:81":                    "kubernetes.io/h2c",
+		"web.shop.svc.cluster.local:9090": "",
+	} {
+		add := e.subscribe(path).nextAdd()
+		if len(add) != 1 || add[0].GetAppProtocol() != want {
+			t.Errorf("%s: got %v, want one endpoint declaring %q", path, add, want)
+		}
+	}
+}
+
+func TestDeclaredProtocolFromPortNames(t *testing.T) {
+	app := func(s string) *string { return &s }
+	for _, tc := range []struct {
+		name        string
+		appProtocol *string
+		want        string
+	}{
+		{"http", nil, "http"},
+		{"HTTP-web", nil, "http"},
+		{"http2", nil, "http2"},
+		{"http2-api", nil, "http2"},
+		{"grpc", nil, "grpc"},
+		{"grpc-api", nil, "grpc"},
+		{"grpc-web", nil, "grpc-web"},
+		{"grpc-web-ui", nil, "grpc-web"},
+		{"tcp-db", nil, "tcp"},
+		{"httpx", nil, ""},
+		{"web", nil, ""},
+		{"", nil, ""},
+		{"tcp", app("HTTP"), "http"},
+		{"web", app(""), ""},
+	} {
+		p := corev1.ServicePort{Name: tc.name, AppProtocol: tc.appProtocol}
+		if got := declaredProtocol(p); got != tc.want {
+			t.Errorf("port %q appProtocol %v: %q, want %q", tc.name, tc.appProtocol, got, tc.want)
+		}
+	}
+}
+
 func TestHeadlessWithoutPorts(t *testing.T) {
 	svc := service("shop", "db", corev1.ClusterIPNone)
 	e := newEnv(t, svc, pod("shop", "db-0", "db", "lightmesh"),

@@ -47,17 +47,35 @@ func (p *Proxy) serveOutbound(ctx context.Context, c *net.TCPConn) {
 	}
 	// The destination service may say the port is opaque (its server may speak first):
 	// then detection is skipped. A discovery error is left to the request path to report.
-	if d, found, err := p.resolveAddr(ctx, dst); err == nil && found && d.Opaque() {
+	d, found, err := p.resolveAddr(ctx, dst)
+	if err == nil && found && d.Opaque() {
 		p.outboundTCPTo(ctx, c, nil, dst, d, true)
 		return
 	}
+	// Or that it speaks HTTP (the Service port's appProtocol or name): then a client that
+	// says nothing holds an idle connection of its pool, to be used later; falling back to
+	// opaque TCP would pin its every request to one endpoint, past routes and balancing.
+	// Such a connection waits for its first request as a kept-alive one waits for its next.
+	clientFirst := err == nil && found && d.ClientSpeaksFirst()
+	timeout := p.opts.DetectTimeout
+	if clientFirst {
+		timeout = max(timeout, p.opts.HTTP.IdleTimeout)
+	}
 	bufp := detectBuffers.Get().(*[]byte)
 	defer detectBuffers.Put(bufp)
-	proto, prefix, err := detect.Detect(c, *bufp, p.opts.DetectTimeout)
+	proto, prefix, err := detect.Detect(c, *bufp, timeout)
 	if err != nil {
 		p.log.Debug("outbound protocol detection failed", "dst", dst.String(), "err", err)
 		c.Close()
 		return
+	}
+	if proto == detect.Opaque && len(prefix) == 0 {
+		p.metrics.DetectTimeout(ci.direction)
+		if clientFirst {
+			p.log.Debug("closing an idle connection to an HTTP service: no request within the idle timeout", "dst", dst.String(), "timeout", timeout.String())
+			c.Close()
+			return
+		}
 	}
 	switch proto {
 	case detect.HTTP1:
@@ -105,6 +123,9 @@ func (p *Proxy) serveInbound(ctx context.Context, c *net.TCPConn) {
 	if err != nil {
 		c.Close()
 		return
+	}
+	if proto == detect.Opaque && len(prefix) == 0 {
+		p.metrics.DetectTimeout(ci.direction)
 	}
 	if direct && proto != detect.TLS {
 		p.log.Warn("refusing plaintext on the inbound port", "remote", c.RemoteAddr().String())

@@ -669,7 +669,7 @@ func (c *Client) endpoint(key string, wa *destinationv1.WeightedAddr) (discovery
 		c.log.Warn("the destination service sent an invalid address; ignoring it", "key", key, "addr", wa.GetAddr().String())
 		return discovery.Endpoint{}, false
 	}
-	ep := discovery.Endpoint{Addr: addr, Protocol: protocolHint(wa.GetProtocolHint())}
+	ep := discovery.Endpoint{Addr: addr, Protocol: protocolHint(wa.GetProtocolHint()), AppProtocol: wa.GetAppProtocol()}
 	if labels := wa.GetLabels(); len(labels) > 0 {
 		ep.Labels = labels
 	}

@@ -356,11 +356,18 @@ func TestClientCarriesProtocolHints(t *testing.T) {
 			hinted("10.1.0.3:5432", destinationv1.ProtocolHint_PROTOCOL_HINT_UNSPECIFIED),
 			hinted("10.1.0.4:5432", destinationv1.ProtocolHint(99)),
 		}}}}
+		// The port's declared protocol comes with every endpoint.
+		s.updates <- &destinationv1.Update{Update: &destinationv1.Update_Add{Add: &destinationv1.WeightedAddrSet{Addrs: []*destinationv1.WeightedAddr{
+			{Addr: &destinationv1.TcpAddress{Ip: "10.2.0.1", Port: 80}, Weight: 1, AppProtocol: "grpc"},
+		}}}}
 	}()
-	eventually(t, c, target, "hinted endpoints", count(4))
+	eventually(t, c, target, "hinted endpoints", count(5))
 	dst, _, _ := c.Resolve(t.Context(), target)
+	if last := dst.Endpoints[4]; last.AppProtocol != "grpc" || !last.ClientSpeaksFirst() || dst.Endpoints[0].AppProtocol != "" {
+		t.Errorf("declared protocols: %q (client first %v) and %q, want grpc (true) and none", last.AppProtocol, last.ClientSpeaksFirst(), dst.Endpoints[0].AppProtocol)
+	}
 	want := []discovery.ProtocolHint{discovery.ProtocolOpaque, discovery.ProtocolHTTP2, discovery.ProtocolUnknown, discovery.ProtocolUnknown}
-	for i, ep := range dst.Endpoints {
+	for i, ep := range dst.Endpoints[:len(want)] {
 		if ep.Protocol != want[i] {
 			t.Errorf("%s: hint %v, want %v", ep.Addr, ep.Protocol, want[i])
 		}

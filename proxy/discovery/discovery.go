@@ -29,6 +29,20 @@ type Endpoint struct {
 	// Labels are the endpoint pod's labels (DestinationRule subsets select by them); nil
 	// when unknown.
 	Labels map[string]string
+	// AppProtocol is the protocol the Service's port declares (its appProtocol, or the
+	// prefix of its name as Istio reads it: http, http2, grpc, tcp, ...), lower case; empty
+	// when it declares none.
+	AppProtocol string
+}
+
+// ClientSpeaksFirst reports whether the endpoint's port declares a protocol whose client
+// speaks first: HTTP/1, HTTP/2, gRPC or WebSocket.
+func (e Endpoint) ClientSpeaksFirst() bool {
+	switch e.AppProtocol {
+	case "http", "http2", "h2c", "grpc", "grpc-web", "kubernetes.io/h2c", "kubernetes.io/ws":
+		return true
+	}
+	return false
 }
 
 // ProtocolHint tells the outbound proxy how to reach an endpoint.
@@ -97,6 +111,21 @@ func (d *Destination) Opaque() bool {
 		}
 	}
 	return false
+}
+
+// ClientSpeaksFirst reports whether every endpoint of dst declares a protocol whose client
+// speaks first (Endpoint.ClientSpeaksFirst): then a connection on which the client has sent
+// nothing yet is an idle one, not a server-speaks-first protocol waiting for its greeting.
+func (d *Destination) ClientSpeaksFirst() bool {
+	if d == nil || len(d.Endpoints) == 0 {
+		return false
+	}
+	for i := range d.Endpoints {
+		if !d.Endpoints[i].ClientSpeaksFirst() {
+			return false
+		}
+	}
+	return true
 }
 
 // Balancer picks one endpoint of a destination.

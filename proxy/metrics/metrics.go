@@ -68,6 +68,8 @@ type Registry struct {
 	expiredConns    *prometheus.CounterVec
 	// Requests answered 503 over the in-flight limit, by direction.
 	shed *prometheus.CounterVec
+	// Connections silent until protocol detection timed out, by direction.
+	detectTimeouts *prometheus.CounterVec
 
 	routes sync.Map // Labels -> *Route
 	tcps   sync.Map // TCPLabels -> *TCP
@@ -111,15 +113,19 @@ func New() *Registry {
 		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "requests_shed_total", Help: "Total count of requests answered 503 because the proxy was serving its maximum of requests at once.",
 		}, []string{"direction"}),
+		detectTimeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "protocol_detect_timeouts_total", Help: "Total count of connections on which the client sent nothing before protocol detection timed out: carried as opaque TCP, or closed when their port declares HTTP.",
+		}, []string{"direction"}),
 	}
 	r.reg.MustRegister(r.requests, r.response, r.latency, r.tcpOpen, r.tcpClose, r.tcpConns, r.tcpRead, r.tcpWrite,
-		r.handshakeErrors, r.expiredConns, r.shed,
+		r.handshakeErrors, r.expiredConns, r.shed, r.detectTimeouts,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, direction := range []string{"inbound", "outbound"} {
 		// Zero from the start, so that a rate or an alert sees the series before the first event.
 		r.handshakeErrors.WithLabelValues(direction)
 		r.expiredConns.WithLabelValues(direction)
 		r.shed.WithLabelValues(direction)
+		r.detectTimeouts.WithLabelValues(direction)
 	}
 	return r
 }
@@ -138,6 +144,12 @@ func (r *Registry) ExpiredConnection(direction string) {
 // Shed counts a request answered 503 over the in-flight limit.
 func (r *Registry) Shed(direction string) {
 	r.shed.WithLabelValues(direction).Inc()
+}
+
+// DetectTimeout counts a connection on which the client sent nothing within the protocol
+// detection timeout.
+func (r *Registry) DetectTimeout(direction string) {
+	r.detectTimeouts.WithLabelValues(direction).Inc()
 }
 
 // Registerer is where other parts of the proxy (the identity client) register their metrics,

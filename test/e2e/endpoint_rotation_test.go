@@ -18,6 +18,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -181,6 +182,11 @@ func TestEndpointRotation(t *testing.T) {
 		}
 		logs, _ := c.run(t, time.Minute, "-n", app, "logs", "load", "-c", "mesh-proxy", "--tail=100")
 		t.Logf("the load client's proxy, last lines:\n%s", logs)
+		// What could keep it on a removed endpoint: a stale destination stream, or a
+		// connection carried as opaque TCP (one endpoint for its life) after a silent start.
+		t.Logf("the load client's proxy's counters:\n%s", proxyCounters(t, clientIP, "destination_", "protocol_detect_timeouts_total", "tcp_open_total"))
+		restarts, _ := c.run(t, time.Minute, "-n", rotationControlPlane, "get", "pods", "-o", "jsonpath={range .items[*]}{.metadata.name}{\" restarts:\"}{range .status.containerStatuses[*]}{\" \"}{.name}{\"=\"}{.restartCount}{end}{\"\\n\"}{end}")
+		t.Logf("the control plane's restarts:\n%s", restarts)
 	})
 
 	httpc := &http.Client{Timeout: 10 * time.Second}
@@ -368,6 +374,31 @@ func TestEndpointRotation(t *testing.T) {
 	if time.Until(deadline) < 0 {
 		t.Errorf("the test overran its bound of %s", duration+8*time.Minute)
 	}
+}
+
+// proxyCounters returns the lines of the /metrics of the proxy at ip that start with one of
+// prefixes (for a failing test's report); what went wrong reading them, if it did.
+func proxyCounters(t *testing.T, ip string, prefixes ...string) string {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + ip + ":4191/metrics")
+	if err != nil {
+		return fmt.Sprintf("(reading them: %v)", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
+		return fmt.Sprintf("(reading them: %v)", err)
+	}
+	var b strings.Builder
+	for line := range strings.SplitSeq(string(body), "\n") {
+		for _, p := range prefixes {
+			if strings.HasPrefix(line, p) {
+				b.WriteString("  " + line + "\n")
+				break
+			}
+		}
+	}
+	return b.String()
 }
 
 // signed says d as "150ms after" or "20ms before".

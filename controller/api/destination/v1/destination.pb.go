@@ -672,7 +672,13 @@ type WeightedAddr struct {
 	MetricLabels map[string]string `protobuf:"bytes,5,rep,name=metric_labels,json=metricLabels,proto3" json:"metric_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// labels are the endpoint pod's labels (DestinationRule subsets select by them); empty
 	// when the endpoint is not a known pod.
-	Labels        map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Labels map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// app_protocol is the protocol the Service's port declares, lower case: its appProtocol,
+	// else the prefix of its name as Istio reads it (http, http2, https, grpc, grpc-web, h2c,
+	// tcp, tls, mongo, mysql, redis); empty when it declares none. An HTTP one tells the proxy
+	// that a connection on which the client has said nothing yet is idle, not waiting for a
+	// server that speaks first.
+	AppProtocol   string `protobuf:"bytes,7,opt,name=app_protocol,json=appProtocol,proto3" json:"app_protocol,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -749,6 +755,13 @@ func (x *WeightedAddr) GetLabels() map[string]string {
 	return nil
 }
 
+func (x *WeightedAddr) GetAppProtocol() string {
+	if x != nil {
+		return x.AppProtocol
+	}
+	return ""
+}
+
 var File_controller_api_destination_v1_destination_proto protoreflect.FileDescriptor
 
 const file_controller_api_destination_v1_destination_proto_rawDesc = "" +
@@ -789,14 +802,15 @@ const file_controller_api_destination_v1_destination_proto_rawDesc = "" +
 	"\n" +
 	"TcpAddress\x12\x0e\n" +
 	"\x02ip\x18\x01 \x01(\tR\x02ip\x12\x12\n" +
-	"\x04port\x18\x02 \x01(\rR\x04port\"\xf7\x03\n" +
+	"\x04port\x18\x02 \x01(\rR\x04port\"\x9a\x04\n" +
 	"\fWeightedAddr\x128\n" +
 	"\x04addr\x18\x01 \x01(\v2$.lightmesh.destination.v1.TcpAddressR\x04addr\x12\x16\n" +
 	"\x06weight\x18\x02 \x01(\rR\x06weight\x12!\n" +
 	"\ftls_identity\x18\x03 \x01(\tR\vtlsIdentity\x12K\n" +
 	"\rprotocol_hint\x18\x04 \x01(\x0e2&.lightmesh.destination.v1.ProtocolHintR\fprotocolHint\x12]\n" +
 	"\rmetric_labels\x18\x05 \x03(\v28.lightmesh.destination.v1.WeightedAddr.MetricLabelsEntryR\fmetricLabels\x12J\n" +
-	"\x06labels\x18\x06 \x03(\v22.lightmesh.destination.v1.WeightedAddr.LabelsEntryR\x06labels\x1a?\n" +
+	"\x06labels\x18\x06 \x03(\v22.lightmesh.destination.v1.WeightedAddr.LabelsEntryR\x06labels\x12!\n" +
+	"\fapp_protocol\x18\a \x01(\tR\vappProtocol\x1a?\n" +
 	"\x11MetricLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
