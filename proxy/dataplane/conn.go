@@ -37,6 +37,16 @@ type connInfo struct {
 	// gateway: the connection came to a gateway listener (from outside the mesh); origDst's
 	// port is the Gateway server port.
 	gateway bool
+
+	clientIDOnce  sync.Once
+	clientIDValue []string
+}
+
+// clientIDHeader is the value of ClientIDHeader for the connection's requests, made once
+// and shared by them: header values are read by the clients and never changed in place.
+func (ci *connInfo) clientIDHeader() []string {
+	ci.clientIDOnce.Do(func() { ci.clientIDValue = []string{ci.clientID} })
+	return ci.clientIDValue
 }
 
 type connInfoKey struct{}
@@ -124,6 +134,8 @@ type Exchange struct {
 	Dst *discovery.Destination
 	// body is the request body read into memory (bufferSmallBody), to send again on a retry.
 	body []byte
+	// mesh is the client of a meshed target (outboundTransport).
+	mesh meshRoundTripper
 }
 
 var exchanges = sync.Pool{New: func() any { return new(Exchange) }}

@@ -76,7 +76,7 @@ func (p *Proxy) sanitize(direction string) Middleware {
 				removeHopByHop(r.Trailer)
 			}
 			if direction == inbound && ex.Conn.meshed {
-				r.Header[ClientIDHeader] = []string{ex.Conn.clientID}
+				r.Header[ClientIDHeader] = ex.Conn.clientIDHeader()
 			}
 			ex.Authority = authorityOf(r.Host, ex.Conn.origDst)
 			ex.Target = ex.Conn.origDst
@@ -171,9 +171,11 @@ func (p *Proxy) outboundTransport(ex *Exchange) http.RoundTripper {
 	switch {
 	case ex.Meshed:
 		if ex.WasHTTP1 {
-			ex.R.Header[OrigProtoHeader] = []string{"HTTP/1.1"}
+			ex.R.Header[OrigProtoHeader] = origProtoHTTP11
 		}
-		return meshRoundTripper{p: p, ex: ex}
+		// A pointer into the (pooled) exchange: no allocation per request.
+		ex.mesh = meshRoundTripper{p: p, ex: ex}
+		return &ex.mesh
 	case ex.Conn.h2:
 		delete(ex.R.Header, OrigProtoHeader)
 		return p.clients.h2c
@@ -203,6 +205,10 @@ func (p *Proxy) applicationTransport(ex *Exchange) http.RoundTripper {
 	return p.clients.h2c
 }
 
+// origProtoHTTP11 is the value of OrigProtoHeader, shared by every request: header values
+// are read (encoded) by the mesh client and never changed in place.
+var origProtoHTTP11 = []string{"HTTP/1.1"}
+
 type meshRoundTripper struct {
 	p  *Proxy
 	ex *Exchange
@@ -215,7 +221,7 @@ func (m meshRoundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 // prepareUpstream makes r a client request to target.
 func prepareUpstream(r *http.Request, target netip.AddrPort) {
 	r.URL.Scheme = "http"
-	r.URL.Host = target.String()
+	r.URL.Host = upstreamHosts.String(target)
 	r.RequestURI = ""
 	// Connection management is hop by hop: a client's Connection: close (or HTTP/1.0) must
 	// not close the proxy's pooled upstream connection.
@@ -223,6 +229,37 @@ func prepareUpstream(r *http.Request, target netip.AddrPort) {
 	if r.ContentLength == 0 && r.Body != nil && r.Body != http.NoBody && len(r.TransferEncoding) == 0 && r.ProtoMajor == 1 {
 		r.Body = http.NoBody
 	}
+}
+
+// upstreamHosts formats the addresses requests go to once rather than per request.
+var upstreamHosts hostPorts
+
+// maxHostPorts bounds hostPorts: a proxy sends to a few hundred endpoints at most; past
+// that (endpoints come and go) the cache starts again empty.
+const maxHostPorts = 4096
+
+// hostPorts caches netip.AddrPort.String.
+type hostPorts struct {
+	mu sync.RWMutex
+	m  map[netip.AddrPort]string
+}
+
+// String returns a.String().
+func (c *hostPorts) String(a netip.AddrPort) string {
+	c.mu.RLock()
+	s, ok := c.m[a]
+	c.mu.RUnlock()
+	if ok {
+		return s
+	}
+	s = a.String()
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= maxHostPorts {
+		c.m = make(map[netip.AddrPort]string)
+	}
+	c.m[a] = s
+	c.mu.Unlock()
+	return s
 }
 
 // smallBodyLimit bounds the request bodies read into memory before an HTTP/1 round trip.
@@ -296,8 +333,7 @@ func (p *Proxy) roundTrip(ex *Exchange, toApp bool) {
 			}
 		}
 		if err == nil {
-			defer resp.Body.Close()
-			p.writeResponse(ex, resp)
+			p.writeResponseAndClose(ex, resp)
 			return
 		}
 		failed = append(failed, ex.Target)
@@ -341,6 +377,13 @@ func (p *Proxy) retryConnectFailure(ex *Exchange, err error, failed []netip.Addr
 	return true
 }
 
+// writeResponseAndClose writes resp and closes its body, also when writing it panics. (A
+// defer in roundTrip's loop would be allocated on the heap.)
+func (p *Proxy) writeResponseAndClose(ex *Exchange, resp *http.Response) {
+	defer resp.Body.Close()
+	p.writeResponse(ex, resp)
+}
+
 // writeResponse streams resp to the client: header, body (flushed as it comes) and trailers.
 func (p *Proxy) writeResponse(ex *Exchange, resp *http.Response) {
 	removeHopByHop(resp.Header)
@@ -352,7 +395,7 @@ func (p *Proxy) writeResponse(ex *Exchange, resp *http.Response) {
 	for k, v := range resp.Header {
 		h[k] = v
 	}
-	if resp.ContentLength >= 0 {
+	if resp.ContentLength >= 0 && !hasContentLength(resp.Header, resp.ContentLength) {
 		h["Content-Length"] = []string{strconv.FormatInt(resp.ContentLength, 10)}
 	}
 	ex.Status = resp.StatusCode
@@ -396,6 +439,23 @@ func (p *Proxy) writeResponse(ex *Exchange, resp *http.Response) {
 			ex.Failure = true
 		}
 	}
+}
+
+// hasContentLength reports whether h's Content-Length field (copied to the response
+// already) is already n written as strconv.FormatInt would, the usual case, so that it need
+// not be formatted again.
+func hasContentLength(h http.Header, n int64) bool {
+	v := h["Content-Length"]
+	if len(v) != 1 || v[0] == "" || len(v[0]) > 1 && v[0][0] == '0' {
+		return false
+	}
+	for i := 0; i < len(v[0]); i++ {
+		if v[0][i] < '0' || v[0][i] > '9' {
+			return false
+		}
+	}
+	got, err := strconv.ParseInt(v[0], 10, 64)
+	return err == nil && got == n
 }
 
 // fail answers a request the proxy could not forward.

@@ -2,6 +2,7 @@ package h1
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -55,7 +56,7 @@ type serverBody struct {
 	mu      sync.Mutex
 	br      *bufio.Reader
 	cr      *connReader
-	onEOF   func()
+	onEOF   context.CancelCauseFunc // at the end of the body: cr.startBackgroundRead(onEOF)
 	timeout time.Duration
 
 	chunked  bool
@@ -121,7 +122,7 @@ func (b *serverBody) read(p []byte) (int, error) {
 func (b *serverBody) setEOF() {
 	b.eof = true
 	if b.onEOF != nil {
-		b.onEOF()
+		b.cr.startBackgroundRead(b.onEOF)
 	}
 }
 

@@ -37,7 +37,13 @@ var errBodyTooLong = errors.New("h1: handler wrote more than the declared Conten
 
 func (w *responseWriter) reset(req *http.Request, closing *atomic.Bool) {
 	w.req = req
-	w.header = make(http.Header, 8)
+	// The connection's header map is reused: the previous handler has returned, and a
+	// handler must not use its ResponseWriter after it returns (net/http's contract).
+	if w.header == nil {
+		w.header = make(http.Header, 8)
+	} else {
+		clear(w.header)
+	}
 	w.status = 0
 	w.wroteHeader = false
 	w.chunked = false

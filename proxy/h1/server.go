@@ -223,7 +223,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 		if body.eof {
 			cr.startBackgroundRead(cancel)
 		} else {
-			body.onEOF = func() { cr.startBackgroundRead(cancel) }
+			body.onEOF = cancel
 		}
 		w.reset(req, &s.closing)
 		ok := s.serve(w, req)
