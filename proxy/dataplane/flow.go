@@ -63,6 +63,7 @@ func (p *Proxy) serveOutbound(ctx context.Context, c *net.TCPConn) {
 	}
 	bufp := detectBuffers.Get().(*[]byte)
 	defer detectBuffers.Put(bufp)
+	began := time.Now()
 	proto, prefix, err := detect.Detect(c, *bufp, timeout)
 	if err != nil {
 		p.log.Debug("outbound protocol detection failed", "dst", dst.String(), "err", err)
@@ -70,9 +71,10 @@ func (p *Proxy) serveOutbound(ctx context.Context, c *net.TCPConn) {
 		return
 	}
 	if proto == detect.Opaque && len(prefix) == 0 {
-		p.metrics.DetectTimeout(ci.direction)
+		// Nothing came: the timeout passed, or the client closed its side.
+		p.countSilence(ci, began, timeout)
 		if clientFirst {
-			p.log.Debug("closing an idle connection to an HTTP service: no request within the idle timeout", "dst", dst.String(), "timeout", timeout.String())
+			p.log.Debug("closing a connection to an HTTP service on which the client sent nothing", "dst", dst.String(), "waited", time.Since(began).Round(time.Millisecond).String())
 			c.Close()
 			return
 		}
@@ -85,6 +87,15 @@ func (p *Proxy) serveOutbound(ctx context.Context, c *net.TCPConn) {
 		p.serveH2(p.meter(&detect.PrefixConn{Conn: c, Prefix: slices.Clone(prefix)}, ci), ci)
 	default:
 		p.outboundTCP(ctx, c, prefix, dst)
+	}
+}
+
+// countSilence counts a connection on which detection, begun at began, read nothing, when
+// that was for lack of time (protocol_detect_timeouts_total) rather than because the client
+// closed its side first.
+func (p *Proxy) countSilence(ci *connInfo, began time.Time, timeout time.Duration) {
+	if time.Since(began) >= timeout {
+		p.metrics.DetectTimeout(ci.direction)
 	}
 }
 
@@ -119,13 +130,14 @@ func (p *Proxy) serveInbound(ctx context.Context, c *net.TCPConn) {
 	}
 	bufp := detectBuffers.Get().(*[]byte)
 	defer detectBuffers.Put(bufp)
+	began := time.Now()
 	proto, prefix, err := detect.Detect(c, *bufp, p.opts.DetectTimeout)
 	if err != nil {
 		c.Close()
 		return
 	}
 	if proto == detect.Opaque && len(prefix) == 0 {
-		p.metrics.DetectTimeout(ci.direction)
+		p.countSilence(ci, began, p.opts.DetectTimeout)
 	}
 	if direct && proto != detect.TLS {
 		p.log.Warn("refusing plaintext on the inbound port", "remote", c.RemoteAddr().String())

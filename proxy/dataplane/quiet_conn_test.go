@@ -130,3 +130,27 @@ func TestQuietConnectionToAnHTTPServiceClosesWhenIdle(t *testing.T) {
 		t.Errorf("protocol_detect_timeouts_total{direction=outbound} = %v, want 1", n)
 	}
 }
+
+// A client that connects and closes without a byte did not time out:
+// protocol_detect_timeouts_total counts only the silences that lasted their timeout.
+func TestClientClosingSilentlyIsNotADetectTimeout(t *testing.T) {
+	res := &switchableResolver{}
+	m := newMesh(t, meshConfig{tweakA: func(o *Options) {
+		o.DetectTimeout = 50 * time.Millisecond
+		o.HTTP.IdleTimeout = 150 * time.Millisecond
+		o.Resolver = res
+	}})
+	app := startApp(t)
+	m.serve(t, app.addr, serverSA)
+	const service = "10.99.0.5:80"
+	res.dst.Store(&discovery.Destination{Name: service, Endpoints: []discovery.Endpoint{{Addr: netipAddr(t, app.addr), Identity: testpki.ID(t, serverSA), AppProtocol: "http"}}})
+	m.openTCP(t, service, 10*time.Second).Close() // closes at once: not a timeout
+	silent := m.openTCP(t, service, 10*time.Second)
+	// The proxy closes the silent one at the idle timeout, having counted it.
+	if n, err := silent.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read %d bytes, err %v: want the proxy to close the silent connection", n, err)
+	}
+	if got := m.a.metrics.Sample("protocol_detect_timeouts_total", map[string]string{"direction": "outbound"}); got != 1 {
+		t.Errorf("protocol_detect_timeouts_total = %v, want 1 (the connection closed by its client counted too)", got)
+	}
+}
