@@ -37,16 +37,9 @@ type connInfo struct {
 	// gateway: the connection came to a gateway listener (from outside the mesh); origDst's
 	// port is the Gateway server port.
 	gateway bool
-
-	clientIDOnce  sync.Once
-	clientIDValue []string
-}
-
-// clientIDHeader is the value of ClientIDHeader for the connection's requests, made once
-// and shared by them: header values are read by the clients and never changed in place.
-func (ci *connInfo) clientIDHeader() []string {
-	ci.clientIDOnce.Do(func() { ci.clientIDValue = []string{ci.clientID} })
-	return ci.clientIDValue
+	// clientIDHeader is the value of ClientIDHeader for a meshed connection's requests,
+	// shared by them: header values are read by the clients and never changed in place.
+	clientIDHeader []string
 }
 
 type connInfoKey struct{}

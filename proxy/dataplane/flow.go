@@ -218,7 +218,7 @@ func (p *Proxy) serveInboundTLS(ctx context.Context, c *net.TCPConn, prefix []by
 	own, _ := p.opts.TLS.Certificate()
 	mc := p.expireAt(tc, meshtls.Expiry(state, own), inbound)
 	clientID := p.idString(id)
-	ci := &connInfo{direction: inbound, origDst: dst, remote: remote, meshed: true, clientID: clientID, principal: istioPrincipal(clientID), tls: metrics.TLSTrue}
+	ci := &connInfo{direction: inbound, origDst: dst, remote: remote, meshed: true, clientID: clientID, clientIDHeader: []string{clientID}, principal: istioPrincipal(clientID), tls: metrics.TLSTrue}
 	switch state.NegotiatedProtocol {
 	case meshtls.ALPNHTTP2:
 		ci.h2 = true

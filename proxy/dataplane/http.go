@@ -76,7 +76,7 @@ func (p *Proxy) sanitize(direction string) Middleware {
 				removeHopByHop(r.Trailer)
 			}
 			if direction == inbound && ex.Conn.meshed {
-				r.Header[ClientIDHeader] = ex.Conn.clientIDHeader()
+				r.Header[ClientIDHeader] = ex.Conn.clientIDHeader
 			}
 			ex.Authority = authorityOf(r.Host, ex.Conn.origDst)
 			ex.Target = ex.Conn.origDst

@@ -26,6 +26,23 @@ func (r *switchableResolver) Resolve(context.Context, discovery.Target) (*discov
 	return d, d != nil, nil
 }
 
+// httpServiceMesh is a mesh whose proxy A resolves service to app alone, its port declaring
+// HTTP, with the given detection and HTTP idle timeouts.
+func httpServiceMesh(t *testing.T, service string, detect, idle time.Duration) (*mesh, *appServer) {
+	t.Helper()
+	res := &switchableResolver{}
+	m := newMesh(t, meshConfig{tweakA: func(o *Options) { o.DetectTimeout, o.HTTP.IdleTimeout, o.Resolver = detect, idle, res }})
+	app := startApp(t)
+	m.serve(t, app.addr, serverSA)
+	res.dst.Store(&discovery.Destination{Name: service, Endpoints: []discovery.Endpoint{{Addr: netipAddr(t, app.addr), Identity: testpki.ID(t, serverSA), AppProtocol: "http"}}})
+	return m, app
+}
+
+// outboundDetectTimeouts reads proxy A's protocol_detect_timeouts_total{direction=outbound}.
+func (m *mesh) outboundDetectTimeouts() float64 {
+	return m.a.metrics.Sample("protocol_detect_timeouts_total", map[string]string{"direction": "outbound"})
+}
+
 // A client's connection pool may open a connection and use it only later: Go's Transport
 // keeps a connection it dialed for a request that another connection served first. To a
 // Service whose port declares HTTP (appProtocol, or an http/grpc port name), a connection
@@ -56,7 +73,7 @@ func TestQuietConnectionToAnHTTPServiceIsBalancedPerRequest(t *testing.T) {
 				return &discovery.Destination{Name: service, Endpoints: []discovery.Endpoint{{Addr: netipAddr(t, addr), Identity: id, AppProtocol: tc.appProtocol}}}
 			}
 			res.dst.Store(endpoint(first.addr))
-			timeoutsBefore := m.a.metrics.Sample("protocol_detect_timeouts_total", map[string]string{"direction": "outbound"})
+			timeoutsBefore := m.outboundDetectTimeouts()
 			conn := m.openTCP(t, service, 30*time.Second)
 			time.Sleep(3 * detectTimeout) // the quiet period under test: the connection carries nothing yet
 			br := bufio.NewReader(conn)
@@ -80,7 +97,7 @@ func TestQuietConnectionToAnHTTPServiceIsBalancedPerRequest(t *testing.T) {
 			ask()
 			// The undeclared port's connection timed out (and went opaque); the declared ones
 			// were still waiting for their first request.
-			timedOut := m.a.metrics.Sample("protocol_detect_timeouts_total", map[string]string{"direction": "outbound"}) - timeoutsBefore
+			timedOut := m.outboundDetectTimeouts() - timeoutsBefore
 			if want := map[bool]float64{true: 0, false: 1}[tc.followsMove]; timedOut != want {
 				t.Errorf("protocol_detect_timeouts_total grew by %v, want %v", timedOut, want)
 			}
@@ -101,16 +118,8 @@ func TestQuietConnectionToAnHTTPServiceIsBalancedPerRequest(t *testing.T) {
 // A declared HTTP port's quiet connection is closed at the HTTP idle timeout, not carried
 // as opaque TCP: nothing reaches an endpoint.
 func TestQuietConnectionToAnHTTPServiceClosesWhenIdle(t *testing.T) {
-	res := &switchableResolver{}
-	m := newMesh(t, meshConfig{tweakA: func(o *Options) {
-		o.DetectTimeout = 50 * time.Millisecond
-		o.HTTP.IdleTimeout = 300 * time.Millisecond
-		o.Resolver = res
-	}})
-	app := startApp(t)
-	m.serve(t, app.addr, serverSA)
 	const service = "10.99.0.4:80"
-	res.dst.Store(&discovery.Destination{Name: service, Endpoints: []discovery.Endpoint{{Addr: netipAddr(t, app.addr), Identity: testpki.ID(t, serverSA), AppProtocol: "http"}}})
+	m, app := httpServiceMesh(t, service, 50*time.Millisecond, 300*time.Millisecond)
 	conn := m.openTCP(t, service, 20*time.Second)
 	start := time.Now()
 	n, err := conn.Read(make([]byte, 1))
@@ -126,7 +135,7 @@ func TestQuietConnectionToAnHTTPServiceClosesWhenIdle(t *testing.T) {
 	if got := app.requests.Load(); got != 0 {
 		t.Errorf("the application saw %d requests", got)
 	}
-	if n := m.a.metrics.Sample("protocol_detect_timeouts_total", map[string]string{"direction": "outbound"}); n != 1 {
+	if n := m.outboundDetectTimeouts(); n != 1 {
 		t.Errorf("protocol_detect_timeouts_total{direction=outbound} = %v, want 1", n)
 	}
 }
@@ -134,23 +143,15 @@ func TestQuietConnectionToAnHTTPServiceClosesWhenIdle(t *testing.T) {
 // A client that connects and closes without a byte did not time out:
 // protocol_detect_timeouts_total counts only the silences that lasted their timeout.
 func TestClientClosingSilentlyIsNotADetectTimeout(t *testing.T) {
-	res := &switchableResolver{}
-	m := newMesh(t, meshConfig{tweakA: func(o *Options) {
-		o.DetectTimeout = 50 * time.Millisecond
-		o.HTTP.IdleTimeout = 150 * time.Millisecond
-		o.Resolver = res
-	}})
-	app := startApp(t)
-	m.serve(t, app.addr, serverSA)
 	const service = "10.99.0.5:80"
-	res.dst.Store(&discovery.Destination{Name: service, Endpoints: []discovery.Endpoint{{Addr: netipAddr(t, app.addr), Identity: testpki.ID(t, serverSA), AppProtocol: "http"}}})
+	m, _ := httpServiceMesh(t, service, 50*time.Millisecond, 150*time.Millisecond)
 	m.openTCP(t, service, 10*time.Second).Close() // closes at once: not a timeout
 	silent := m.openTCP(t, service, 10*time.Second)
 	// The proxy closes the silent one at the idle timeout, having counted it.
 	if n, err := silent.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("read %d bytes, err %v: want the proxy to close the silent connection", n, err)
 	}
-	if got := m.a.metrics.Sample("protocol_detect_timeouts_total", map[string]string{"direction": "outbound"}); got != 1 {
+	if got := m.outboundDetectTimeouts(); got != 1 {
 		t.Errorf("protocol_detect_timeouts_total = %v, want 1 (the connection closed by its client counted too)", got)
 	}
 }
