@@ -196,6 +196,19 @@ func TestMeshBetweenNamespaces(t *testing.T) {
 			}
 		}
 	})
+	t.Run("runtime: one worker, polling scheduler", func(t *testing.T) {
+		metrics := helper(t, server.ns, self, "get", "http://127.0.0.1:4191/metrics")
+		if !strings.Contains(metrics, "\ngo_sched_gomaxprocs_threads 1\n") {
+			t.Errorf("the sidecar does not run one worker (GOMAXPROCS 1):\n%s", metrics)
+		}
+		environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", server.proxy.Process.Pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Contains(environ, []byte("\x00GODEBUG="+pollingSchedtrace+"\x00")) {
+			t.Errorf("the proxy did not re-execute itself with GODEBUG=%s; environment: %q", pollingSchedtrace, environ)
+		}
+	})
 	t.Run("SIGTERM stops the proxies", func(t *testing.T) {
 		for _, p := range []*pod{client, server} {
 			if err := p.proxy.Process.Signal(syscall.SIGTERM); err != nil {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -50,6 +51,9 @@ proxy/README.md lists them.`,
 			cfg, err := config.Load(os.LookupEnv)
 			if err != nil {
 				return fmt.Errorf("refusing to start: %w", err)
+			}
+			if err := execWithPolling(cfg.SchedulerPoll); err != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %v; running with the Go runtime's default scheduler\n", err)
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
@@ -103,6 +107,11 @@ func Run(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 		handler = slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: cfg.LogLevel})
 	}
 	log := slog.New(handler)
+	workers := runtime.GOMAXPROCS(0)
+	if cfg.GatewayListeners == nil {
+		workers = setSidecarWorkers()
+	}
+	log.Info("runtime", "workers", workers, "godebug", os.Getenv("GODEBUG"))
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -72,6 +72,8 @@ type Config struct {
 	// ServiceAccount in the control plane's namespace (the one of IDENTITY_ADDR's host).
 	TapAddr     string
 	TapIdentity identity.SpiffeID
+	// SchedulerPoll keeps the Go runtime's monitor thread polling (see proxy/cmd/runtime.go).
+	SchedulerPoll bool
 	// DestinationAddr is the controller's destination service; when set, the proxy resolves
 	// outbound traffic through it (after STATIC_DESTINATIONS), over mTLS with its own
 	// certificate, verifying DestinationServerName.
@@ -107,6 +109,7 @@ var Variables = []Variable{
 	{"LOG_FORMAT", "json", "json, or plain (Linkerd's name; text is the same)"},
 	{"POD_IP", "", "the pod's IP: the admin server also answers requests with it as Host"},
 	{"ADMIN_PPROF", "false", "true serves /debug/pprof/ on the admin port"},
+	{"SCHEDULER_POLL", "true", "true keeps the Go runtime's monitor thread polling (every 10 ms when idle) instead of sleeping until the next system call: about a third less CPU per request under load, about 100 wake-ups a second when idle; false for mostly idle workloads"},
 	{"IDENTITY_ADDR", "", "the controller's identity service (host:port); set: get the certificate from it, unset: read IDENTITY_DIR"},
 	{"IDENTITY_SERVER_NAME", "", "DNS name the identity service's certificate must have (default: the host of IDENTITY_ADDR)"},
 	{"IDENTITY_TOKEN_FILE", proxyidentity.DefaultTokenFile, "the projected ServiceAccount token (audience identity.lightmesh.io) sent to the identity service"},
@@ -160,6 +163,7 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 		BodyReadTimeout:        l.duration("BODY_READ_TIMEOUT"),
 		LogFormat:              l.oneOf("LOG_FORMAT", "json", "plain", "text"),
 		Pprof:                  l.bool("ADMIN_PPROF"),
+		SchedulerPoll:          l.bool("SCHEDULER_POLL"),
 	}
 	switch level := l.oneOf("LOG_LEVEL", "debug", "info", "warn", "error"); level {
 	case "debug":
