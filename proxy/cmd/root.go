@@ -133,6 +133,7 @@ func Run(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 		InboundAddr: cfg.InboundAddr, OutboundAddr: cfg.OutboundAddr, TLS: tlsConf,
 		OpaquePorts: cfg.OpaquePorts, DetectTimeout: cfg.DetectTimeout, ConnectTimeout: cfg.ConnectTimeout,
 		ShutdownGrace: cfg.ShutdownGrace, PeerInboundPort: cfg.PeerInboundPort, MaxInFlightRequests: cfg.MaxInFlightRequests,
+		CoalesceWrites: workers == 1,
 		HTTP: h1.Options{
 			MaxHeaderBytes: cfg.MaxHeaderBytes, MaxHeaderCount: cfg.MaxHeaderCount,
 			ReadHeaderTimeout: cfg.ReadHeaderTimeout, IdleTimeout: cfg.IdleTimeout,

@@ -162,6 +162,9 @@ func (c *clients) meshConn(ctx context.Context, key peerKey) (*http.ClientConn, 
 		return nil, err
 	}
 	mc := conn.(*expiringConn)
+	if c.p.opts.CoalesceWrites {
+		conn = newCoalescingConn(conn)
+	}
 	// The connection outlives the request that opened it.
 	cc, err := c.mesh.NewClientConn(context.WithValue(context.WithoutCancel(ctx), preDialedKey{}, conn), "http", key.addr.String())
 	if err != nil {

@@ -101,6 +101,9 @@ func (p *Proxy) countSilence(ci *connInfo, began time.Time, timeout time.Duratio
 
 // serveH2 hands c to the HTTP/2 server.
 func (p *Proxy) serveH2(c net.Conn, ci *connInfo) {
+	if p.opts.CoalesceWrites {
+		c = newCoalescingConn(c)
+	}
 	if !p.h2conns.push(&infoConn{Conn: c, info: ci}) {
 		c.Close()
 	}

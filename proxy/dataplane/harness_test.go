@@ -163,6 +163,7 @@ func (m *mesh) newTLS(t testing.TB, id string) *meshtls.TLS {
 
 func startProxy(t testing.TB, opts Options) *Proxy {
 	t.Helper()
+	opts.CoalesceWrites = true // as a sidecar runs
 	p, err := New(opts)
 	if err != nil {
 		t.Fatal(err)

@@ -57,6 +57,10 @@ type Options struct {
 	Resolver discovery.Resolver
 	// Gateway, when set, makes the proxy an ingress gateway too (gateway.go).
 	Gateway *GatewayOptions
+	// CoalesceWrites merges the small writes of each HTTP/2 connection made in one burst of
+	// work into one write (coalesce.go). It pays with one worker (GOMAXPROCS=1), where the
+	// burst is everything the running goroutine writes before it waits.
+	CoalesceWrites bool
 	// Tracer makes a span per HTTP request; nil means no tracing.
 	Tracer *tracing.Tracer
 	// Tap receives every finished HTTP request while someone taps (tap.go); nil means none.

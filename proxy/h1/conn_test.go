@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -385,5 +386,52 @@ func TestHeadAndIdleTimeouts(t *testing.T) {
 				t.Fatalf("statuses %v, want %v", statuses, tc.statuses)
 			}
 		})
+	}
+}
+
+// countingConn counts the reads made on a connection.
+type countingConn struct {
+	net.Conn
+	mu    sync.Mutex
+	reads int
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	c.reads++
+	c.mu.Unlock()
+	return c.Conn.Read(p)
+}
+
+func (c *countingConn) readCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reads
+}
+
+// TestClientGoneWatchStartsLate: a request that ends within clientGoneWatchDelay of its body
+// costs no background read; one that runs longer gets it.
+func TestClientGoneWatchStartsLate(t *testing.T) {
+	server, client := net.Pipe()
+	defer client.Close()
+	conn := &countingConn{Conn: server}
+	cr := newConnReader(conn)
+	_, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+
+	cr.startBackgroundRead(cancel)
+	cr.abortPendingRead()
+	if n := conn.readCount(); n != 0 || cr.inRead || cr.armed || cr.watch.Stop() {
+		t.Fatalf("a request that ended at once: %d reads, read running %v, watch armed %v (timer pending too: %v); want none",
+			n, cr.inRead, cr.armed, cr.watch.Stop())
+	}
+
+	cr.startBackgroundRead(cancel)
+	waitFor(t, "the background read", func() bool { return conn.readCount() == 1 })
+	cr.abortPendingRead()
+	go func() { _, _ = client.Write([]byte("G")) }() // net.Pipe: a write waits for the read
+	buf := make([]byte, 1)
+	if n, err := cr.Read(buf); n != 1 || err != nil || buf[0] != 'G' {
+		t.Fatalf("after the watch, Read = %d %q %v; want the client's byte", n, buf[:n], err)
 	}
 }

@@ -16,18 +16,27 @@ var errClientGone = errors.New("h1: the client closed the connection")
 // aLongTimeAgo is a read deadline in the past: it wakes a blocked read at once.
 var aLongTimeAgo = time.Unix(1, 0)
 
+// clientGoneWatchDelay is how long a request runs, its body read, before its connection is
+// watched for the client going away. Most requests a sidecar carries end sooner, and the
+// watch costs a goroutine, a read that finds nothing and waking that read again: a request
+// whose client leaves earlier runs to its end, at most this long.
+const clientGoneWatchDelay = 5 * time.Millisecond
+
 // connReader sits between the connection and its bufio.Reader. While a request body is
 // read it re-arms the read deadline before every read (the body read timeout); once the
-// body is done it reads one byte in the background, as net/http does, so that a client
-// that goes away cancels the request's context. That byte, if any, is returned first.
+// body is done, and the request has run clientGoneWatchDelay, it reads one byte in the
+// background, as net/http does, so that a client that goes away cancels the request's
+// context. That byte, if any, is returned first.
 type connReader struct {
 	conn net.Conn
 
 	mu      sync.Mutex
 	cond    sync.Cond
-	inRead  bool // a background read is running
-	aborted bool // the background read was woken on purpose
-	hasByte bool // b holds a byte the background read got
+	watch   *time.Timer // starts the background read after clientGoneWatchDelay
+	armed   bool        // watch is set and the background read not yet started
+	inRead  bool        // a background read is running
+	aborted bool        // the background read was woken on purpose
+	hasByte bool        // b holds a byte the background read got
 	b       [1]byte
 	err     error // what the background read failed with: every later read fails with it
 	cancel  context.CancelCauseFunc
@@ -77,18 +86,35 @@ func (cr *connReader) setBodyTimeout(d time.Duration) {
 	}
 }
 
-// startBackgroundRead watches the idle connection: when the client closes or resets it,
-// cancel is called. Only call it when nothing else reads the connection until
-// abortPendingRead.
+// startBackgroundRead watches the idle connection, from clientGoneWatchDelay on: when the
+// client closes or resets it, cancel is called. Only call it when nothing else reads the
+// connection until abortPendingRead.
 func (cr *connReader) startBackgroundRead(cancel context.CancelCauseFunc) {
 	cr.mu.Lock()
 	defer cr.mu.Unlock()
-	if cr.inRead || cr.hasByte || cr.err != nil {
+	if cr.inRead || cr.armed || cr.hasByte || cr.err != nil {
 		return
 	}
 	cr.timeout = 0
+	cr.armed, cr.cancel = true, cancel
+	if cr.watch == nil {
+		cr.watch = time.AfterFunc(clientGoneWatchDelay, cr.startArmedRead)
+	} else {
+		cr.watch.Reset(clientGoneWatchDelay)
+	}
+}
+
+// startArmedRead starts the background read startBackgroundRead armed, unless
+// abortPendingRead came first.
+func (cr *connReader) startArmedRead() {
+	cr.mu.Lock()
+	defer cr.mu.Unlock()
+	if !cr.armed {
+		return
+	}
+	cr.armed = false
 	_ = cr.conn.SetReadDeadline(time.Time{})
-	cr.inRead, cr.cancel = true, cancel
+	cr.inRead = true
 	go cr.backgroundRead()
 }
 
@@ -114,6 +140,10 @@ func (cr *connReader) abortPendingRead() {
 	cr.mu.Lock()
 	defer cr.mu.Unlock()
 	cr.cancel = nil
+	if cr.armed {
+		cr.armed = false
+		cr.watch.Stop()
+	}
 	if !cr.inRead {
 		return
 	}

@@ -1,0 +1,275 @@
+package dataplane
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// recordingConn records what is written to it and the write deadline of each write.
+type recordingConn struct {
+	net.Conn // nil: only the methods below are used
+
+	mu        sync.Mutex
+	writes    []string
+	deadlines []time.Time
+	deadline  time.Time
+	closed    chan struct{}
+	failWith  error
+	blockOn   chan struct{} // when set, writes wait for it (or Close)
+}
+
+func newRecordingConn() *recordingConn { return &recordingConn{closed: make(chan struct{})} }
+
+func (c *recordingConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	block, fail := c.blockOn, c.failWith
+	c.mu.Unlock()
+	if block != nil {
+		select {
+		case <-block:
+		case <-c.closed:
+			return 0, net.ErrClosed
+		}
+	}
+	if fail != nil {
+		return 0, fail
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.writes = append(c.writes, string(p))
+	c.deadlines = append(c.deadlines, c.deadline)
+	return len(p), nil
+}
+
+func (c *recordingConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.deadline = t
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *recordingConn) SetReadDeadline(time.Time) error { return nil }
+
+func (c *recordingConn) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	select {
+	case <-c.closed:
+	default:
+		close(c.closed)
+	}
+	return nil
+}
+
+func (c *recordingConn) written() ([]string, []time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.writes...), append([]time.Time(nil), c.deadlines...)
+}
+
+// waitWrites waits until the connection got n writes.
+func (c *recordingConn) waitWrites(t *testing.T, n int) []string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		w, _ := c.written()
+		if len(w) >= n {
+			return w
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the connection got %d writes %q; want %d", len(w), w, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestCoalescingConnMergesABurst: the writes made while a write is pending leave in one, in
+// order (the test holds the write token the flushing goroutine needs, as a busy worker
+// would keep it from running).
+func TestCoalescingConnMergesABurst(t *testing.T) {
+	rc := newRecordingConn()
+	c := newCoalescingConn(rc)
+	c.writing <- struct{}{}
+	for _, s := range []string{"HEADERS ", "DATA ", "WINDOW_UPDATE"} {
+		if n, err := c.Write([]byte(s)); n != len(s) || err != nil {
+			t.Fatalf("Write(%q) = %d, %v", s, n, err)
+		}
+	}
+	<-c.writing
+	if w := rc.waitWrites(t, 1); len(w) != 1 || w[0] != "HEADERS DATA WINDOW_UPDATE" {
+		t.Fatalf("the connection got %q; want one write of the three", w)
+	}
+	// The next burst reuses the buffer and is written on its own.
+	c.writing <- struct{}{}
+	_, _ = c.Write([]byte("next"))
+	<-c.writing
+	if w := rc.waitWrites(t, 2); len(w) != 2 || w[1] != "next" {
+		t.Fatalf("the connection got %q; want the second burst apart", w)
+	}
+}
+
+// TestCoalescingConnLargeWriteKeepsOrder: a large write goes to the connection itself, after
+// the bytes buffered before it, under its caller's deadline.
+func TestCoalescingConnLargeWriteKeepsOrder(t *testing.T) {
+	rc := newRecordingConn()
+	c := newCoalescingConn(rc)
+	c.writing <- struct{}{}
+	_, _ = c.Write([]byte("small"))
+	large := strings.Repeat("x", coalesceDirectBytes)
+	deadline := time.Now().Add(time.Minute)
+	_ = c.SetWriteDeadline(deadline)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Write([]byte(large))
+		done <- err
+	}()
+	<-c.writing
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	w := rc.waitWrites(t, 2)
+	if len(w) != 2 || w[0] != "small" || w[1] != large {
+		t.Fatalf("writes of %d bytes %v; want 5 then %d", len(w), lens(w), len(large))
+	}
+	if _, d := rc.written(); !d[1].Equal(deadline) {
+		t.Errorf("the large write had deadline %v; want its caller's %v", d[1], deadline)
+	}
+}
+
+func lens(w []string) []int {
+	var n []int
+	for _, s := range w {
+		n = append(n, len(s))
+	}
+	return n
+}
+
+// TestCoalescingConnBatchDeadline: buffered bytes are written under the deadline set when
+// they were written (net/http's HTTP/2 server sets one before each write and clears it
+// after), and writes without one are written without.
+func TestCoalescingConnBatchDeadline(t *testing.T) {
+	rc := newRecordingConn()
+	c := newCoalescingConn(rc)
+	deadline := time.Now().Add(30 * time.Second)
+	c.writing <- struct{}{}
+	_ = c.SetWriteDeadline(deadline)
+	_, _ = c.Write([]byte("frame"))
+	_ = c.SetWriteDeadline(time.Time{})
+	<-c.writing
+	rc.waitWrites(t, 1)
+	c.writing <- struct{}{}
+	_, _ = c.Write([]byte("no deadline"))
+	<-c.writing
+	rc.waitWrites(t, 2)
+	if _, d := rc.written(); !d[0].Equal(deadline) || !d[1].IsZero() {
+		t.Fatalf("deadlines %v; want %v then none", d, deadline)
+	}
+}
+
+// TestCoalescingConnWriteErrorCloses: a failed write of buffered bytes closes the connection
+// (so the HTTP/2 code sees it in its reads) and fails every later write.
+func TestCoalescingConnWriteErrorCloses(t *testing.T) {
+	rc := newRecordingConn()
+	broken := errors.New("connection reset by peer")
+	rc.failWith = broken
+	c := newCoalescingConn(rc)
+	_, _ = c.Write([]byte("lost"))
+	select {
+	case <-rc.closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the connection was not closed after its write failed")
+	}
+	if _, err := c.Write([]byte("later")); !errors.Is(err, broken) {
+		t.Fatalf("a later write: %v; want %v", err, broken)
+	}
+}
+
+// TestCoalescingConnCloseWritesPending: what is buffered when Close is called (a GOAWAY) is
+// written before the connection closes.
+func TestCoalescingConnCloseWritesPending(t *testing.T) {
+	rc := newRecordingConn()
+	c := newCoalescingConn(rc)
+	_, _ = c.Write([]byte("GOAWAY"))
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if w, _ := rc.written(); len(w) != 1 || w[0] != "GOAWAY" {
+		t.Fatalf("before closing the connection got %q; want the GOAWAY", w)
+	}
+	if _, err := c.Write([]byte("after")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("a write after Close: %v; want net.ErrClosed", err)
+	}
+}
+
+// TestCoalescingConnCloseDoesNotWaitForAStuckPeer: Close returns, and closes the connection,
+// even while a write to a peer that reads nothing is under way.
+func TestCoalescingConnCloseDoesNotWaitForAStuckPeer(t *testing.T) {
+	rc := newRecordingConn()
+	rc.blockOn = make(chan struct{}) // never released
+	c := newCoalescingConn(rc)
+	_, _ = c.Write([]byte("stuck"))
+	waitForToken(t, c)
+	closed := make(chan struct{})
+	go func() {
+		_ = c.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close waited for a stuck write")
+	}
+	select {
+	case <-rc.closed:
+	default:
+		t.Fatal("Close did not close the connection")
+	}
+}
+
+// waitForToken waits until the flushing goroutine holds the write token.
+func waitForToken(t *testing.T, c *coalescingConn) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(c.writing) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no write started")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestCoalescingConnBoundsTheBuffer: past coalesceMaxPending a write goes to the connection
+// itself, so a peer that reads slowly holds the writer back instead of growing the buffer.
+func TestCoalescingConnBoundsTheBuffer(t *testing.T) {
+	rc := newRecordingConn()
+	c := newCoalescingConn(rc)
+	c.writing <- struct{}{}
+	chunk := bytes.Repeat([]byte("y"), coalesceDirectBytes-1)
+	for len(c.pending)+len(chunk) <= coalesceMaxPending {
+		_, _ = c.Write(chunk)
+	}
+	done := make(chan struct{})
+	go func() {
+		_, _ = c.Write(chunk)
+		close(done)
+	}()
+	select {
+	case <-done:
+		t.Fatal("a write past the buffer's bound returned while the connection was busy")
+	case <-time.After(20 * time.Millisecond):
+	}
+	<-c.writing
+	<-done
+	var total int
+	for _, w := range rc.waitWrites(t, 2) {
+		total += len(w)
+	}
+	if want := (coalesceMaxPending/len(chunk) + 1) * len(chunk); total != want {
+		t.Fatalf("%d bytes written; want %d", total, want)
+	}
+}
