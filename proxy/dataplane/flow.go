@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
@@ -18,6 +19,15 @@ import (
 )
 
 var detectBuffers = sync.Pool{New: func() any { b := make([]byte, detectBufferSize); return &b }}
+
+// detectProtocol runs protocol detection on c with a pooled buffer and returns a copy of the
+// bytes it read, so that a long-lived connection does not hold a detection buffer.
+func detectProtocol(c net.Conn, timeout time.Duration) (detect.Protocol, []byte, error) {
+	bufp := detectBuffers.Get().(*[]byte)
+	defer detectBuffers.Put(bufp)
+	proto, prefix, err := detect.Detect(c, *bufp, timeout)
+	return proto, bytes.Clone(prefix), err
+}
 
 // tlsLabel is the metrics tls label of traffic with a peer that is not meshed.
 func (p *Proxy) tlsLabel() string {
@@ -61,10 +71,8 @@ func (p *Proxy) serveOutbound(ctx context.Context, c *net.TCPConn) {
 	if clientFirst {
 		timeout = max(timeout, p.opts.HTTP.IdleTimeout)
 	}
-	bufp := detectBuffers.Get().(*[]byte)
-	defer detectBuffers.Put(bufp)
 	began := time.Now()
-	proto, prefix, err := detect.Detect(c, *bufp, timeout)
+	proto, prefix, err := detectProtocol(c, timeout)
 	if err != nil {
 		p.log.Debug("outbound protocol detection failed", "dst", dst.String(), "err", err)
 		c.Close()
@@ -131,10 +139,8 @@ func (p *Proxy) serveInbound(ctx context.Context, c *net.TCPConn) {
 		p.inboundTCP(ctx, c, nil, ci, dst)
 		return
 	}
-	bufp := detectBuffers.Get().(*[]byte)
-	defer detectBuffers.Put(bufp)
 	began := time.Now()
-	proto, prefix, err := detect.Detect(c, *bufp, p.opts.DetectTimeout)
+	proto, prefix, err := detectProtocol(c, p.opts.DetectTimeout)
 	if err != nil {
 		c.Close()
 		return

@@ -95,9 +95,7 @@ func (p *Proxy) serveGateway(ctx context.Context, c *net.TCPConn, g gatewayListe
 		p.serveGatewayTLS(ctx, c, g, ci)
 		return
 	}
-	bufp := detectBuffers.Get().(*[]byte)
-	defer detectBuffers.Put(bufp)
-	proto, prefix, err := detect.Detect(c, *bufp, p.opts.HTTP.ReadHeaderTimeout)
+	proto, prefix, err := detectProtocol(c, p.opts.HTTP.ReadHeaderTimeout)
 	if err != nil {
 		c.Close()
 		return

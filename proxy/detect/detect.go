@@ -186,6 +186,9 @@ func (c *PrefixConn) Read(p []byte) (int, error) {
 	if len(c.Prefix) > 0 {
 		n := copy(p, c.Prefix)
 		c.Prefix = c.Prefix[n:]
+		if len(c.Prefix) == 0 {
+			c.Prefix = nil // the connection no longer holds the bytes
+		}
 		return n, nil
 	}
 	return c.Conn.Read(p)

@@ -199,3 +199,20 @@ func BenchmarkClassify(b *testing.B) {
 		}
 	}
 }
+
+// TestPrefixConnLetsGoOfThePrefix: once its prefix is read, a PrefixConn no longer refers
+// to the bytes (a long-lived connection must not keep detection's buffer).
+func TestPrefixConnLetsGoOfThePrefix(t *testing.T) {
+	server, client := net.Pipe()
+	defer client.Close()
+	pc := &PrefixConn{Conn: server, Prefix: []byte("GET / HTTP/1.1\r\n")}
+	buf := make([]byte, 10)
+	for range 2 {
+		if _, err := pc.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if pc.Prefix != nil {
+		t.Fatalf("after the prefix was read, Prefix = %q (capacity %d); want nil", pc.Prefix, cap(pc.Prefix))
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -433,5 +434,33 @@ func TestClientGoneWatchStartsLate(t *testing.T) {
 	buf := make([]byte, 1)
 	if n, err := cr.Read(buf); n != 1 || err != nil || buf[0] != 'G' {
 		t.Fatalf("after the watch, Read = %d %q %v; want the client's byte", n, buf[:n], err)
+	}
+}
+
+// TestIdleConnectionsHoldNoWriteBuffer: a keep-alive connection waiting for its next request
+// gives its write buffer back, so many idle connections share a few.
+func TestIdleConnectionsHoldNoWriteBuffer(t *testing.T) {
+	s := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}), nil)
+	var made atomic.Int64
+	newWriter := s.writers.New
+	s.writers.New = func() any { made.Add(1); return newWriter() }
+	const idle = 50
+	for i := range idle {
+		client, _ := serve(t, s)
+		_ = client.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := client.Write([]byte(get)); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(client), nil)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		resp.Body.Close()
+		// The connection stays open and idle.
+	}
+	if n := made.Load(); n > idle/5 {
+		t.Fatalf("%d write buffers made for %d connections served one after the other and left idle; want them reused", n, idle)
 	}
 }

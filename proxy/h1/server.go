@@ -163,8 +163,23 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	cr := newConnReader(c)
 	br := s.readers.Get().(*bufio.Reader)
 	br.Reset(cr)
-	bw := s.writers.Get().(*bufio.Writer)
-	bw.Reset(c)
+	// The write buffer is held from a request's head to the end of its response only: an
+	// idle keep-alive connection holds none.
+	var bw *bufio.Writer
+	takeWriter := func() *bufio.Writer {
+		if bw == nil {
+			bw = s.writers.Get().(*bufio.Writer)
+			bw.Reset(c)
+		}
+		return bw
+	}
+	releaseWriter := func() {
+		if bw != nil && bw.Buffered() == 0 {
+			bw.Reset(nil)
+			s.writers.Put(bw)
+			bw = nil
+		}
+	}
 	hijacked, reuse := false, true
 	defer func() {
 		s.setIdle(c, false)
@@ -178,14 +193,18 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 		cr.abortPendingRead()
 		lingeringClose(c)
 		br.Reset(nil)
-		bw.Reset(nil)
 		s.readers.Put(br)
-		s.writers.Put(bw)
+		if bw != nil {
+			bw.Reset(nil)
+			s.writers.Put(bw)
+		}
 	}()
 	remote := c.RemoteAddr().String()
-	w := &responseWriter{conn: c, cr: cr, br: br, bw: bw}
+	w := &responseWriter{conn: c, cr: cr, br: br}
 	var drainBuf []byte
 	for first := true; ; first = false {
+		releaseWriter()
+		w.bw = bw
 		s.setIdle(c, true)
 		_ = c.SetReadDeadline(time.Now().Add(s.opts.IdleTimeout))
 		// After the deadline: a Shutdown in between either is seen here or wakes the read.
@@ -200,6 +219,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 		if !skipEmptyLines(br) {
 			return
 		}
+		w.bw = takeWriter()
 		req, h, herr := s.readRequest(br)
 		if herr != nil {
 			s.refused(bw, remote, herr)
