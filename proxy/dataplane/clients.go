@@ -81,7 +81,13 @@ func newClients(p *Proxy) *clients {
 		IdleConnTimeout:     90 * time.Second,
 	}
 	c.h2c = &http.Transport{
-		DialContext:        dial,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			conn, err := dial(ctx, network, addr)
+			if err == nil && p.opts.CoalesceWrites {
+				conn = newCoalescingConn(conn)
+			}
+			return conn, err
+		},
 		Protocols:          &h2p,
 		DisableCompression: true,
 		HTTP2:              h2cfg,
