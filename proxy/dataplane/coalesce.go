@@ -19,7 +19,8 @@ import (
 // of a request, or a response and the window updates sent while it was made, leave in one
 // record. With more workers it still batches whatever accumulates while a write is under way.
 //
-// Order is kept: every write to the connection takes the pending bytes first. A write of
+// Order is kept: every write to the connection takes the pending bytes first. (Callers do
+// not call Write concurrently: net/http's HTTP/2 code serializes its frame writes.) A write of
 // coalesceDirectBytes or more, or one that would make the buffer exceed coalesceMaxPending,
 // goes to the connection at once (after the pending bytes), under its caller's write
 // deadline: a slow peer still blocks the writer. The buffered bytes are written under the
