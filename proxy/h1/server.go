@@ -18,7 +18,8 @@
 // the end of the body, within the header limits. A body that breaks the rules once the
 // handler runs, or stalls for BodyReadTimeout, fails the handler's read with
 // ErrMalformedBody or ErrBodyReadTimeout and the connection is closed. A request's context
-// is cancelled when the client goes away after sending it.
+// is cancelled when the client goes away after sending it (watched from 5 ms into the
+// request on).
 //
 // HTTP/1.0 clients get close-delimited responses when the length is unknown, and keep
 // their connection only with Connection: keep-alive.
@@ -158,7 +159,9 @@ func (s *Server) setIdle(c net.Conn, idle bool) {
 // ServeConn serves requests on c until the client or the handler ends it, then closes c
 // unless a handler hijacked it. ctx is the base of every request's context; a request's
 // context is also cancelled when the client closes the connection after sending the
-// request (so a proxy stops the upstream request), and when the handler returns.
+// request (so a proxy stops the upstream request; noticed once the request has run
+// clientGoneWatchDelay), and when the handler returns. An idle keep-alive connection holds
+// no write buffer.
 func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	cr := newConnReader(c)
 	br := s.readers.Get().(*bufio.Reader)
