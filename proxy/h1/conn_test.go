@@ -422,9 +422,10 @@ func TestClientGoneWatchStartsLate(t *testing.T) {
 
 	cr.startBackgroundRead(cancel)
 	cr.abortPendingRead()
-	if n := conn.readCount(); n != 0 || cr.inRead || cr.armed || cr.watch.Stop() {
-		t.Fatalf("a request that ended at once: %d reads, read running %v, watch armed %v (timer pending too: %v); want none",
-			n, cr.inRead, cr.armed, cr.watch.Stop())
+	timerPending := cr.watch.Stop() // false: abortPendingRead stopped it already
+	if n := conn.readCount(); n != 0 || cr.inRead || cr.armed || timerPending {
+		t.Fatalf("a request that ended at once: %d reads, read running %v, watch armed %v, timer pending %v; want none",
+			n, cr.inRead, cr.armed, timerPending)
 	}
 
 	cr.startBackgroundRead(cancel)
@@ -460,7 +461,9 @@ func TestIdleConnectionsHoldNoWriteBuffer(t *testing.T) {
 		resp.Body.Close()
 		// The connection stays open and idle.
 	}
-	if n := made.Load(); n > idle/5 {
+	// Holding them, every connection needs its own writer: idle are made. Released, they are
+	// reused, except those sync.Pool drops (the race detector drops a quarter of its Puts).
+	if n := made.Load(); n > idle*3/4 {
 		t.Fatalf("%d write buffers made for %d connections served one after the other and left idle; want them reused", n, idle)
 	}
 }
