@@ -208,6 +208,10 @@ func TestMeshBetweenNamespaces(t *testing.T) {
 		if !bytes.Contains(environ, []byte("\x00GODEBUG="+pollingSchedtrace+"\x00")) {
 			t.Errorf("the proxy did not re-execute itself with GODEBUG=%s; environment: %q", pollingSchedtrace, environ)
 		}
+		// Re-executed by its path, the process keeps its name for ps and top.
+		if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", server.proxy.Process.Pid)); err != nil || string(comm) != "mesh-proxy\n" {
+			t.Errorf("the re-executed proxy is named %q (%v), want mesh-proxy", comm, err)
+		}
 	})
 	t.Run("SIGTERM stops the proxies", func(t *testing.T) {
 		for _, p := range []*pod{client, server} {

@@ -58,10 +58,16 @@ func execWithPolling(poll bool) error {
 	if env == nil {
 		return nil
 	}
-	if err := syscall.Exec("/proc/self/exe", os.Args, env); err != nil {
-		return fmt.Errorf("re-executing with GODEBUG=%s: %w", pollingSchedtrace, err)
+	// The binary's own path keeps the process's name (ps, top: mesh-proxy, not exe);
+	// /proc/self/exe still runs it when the file was replaced or removed.
+	exe, err := os.Executable()
+	if err == nil {
+		err = syscall.Exec(exe, os.Args, env)
 	}
-	return nil
+	if err != nil {
+		err = syscall.Exec("/proc/self/exe", os.Args, env)
+	}
+	return fmt.Errorf("re-executing with GODEBUG=%s: %w", pollingSchedtrace, err)
 }
 
 // sidecarWorkers is the number of Ps (GOMAXPROCS) a sidecar runs with: one, as Linkerd's
