@@ -26,6 +26,12 @@ import (
 // deadline: a slow peer still blocks the writer. The buffered bytes are written under the
 // latest write deadline set while they were buffered. An error writing them closes the
 // connection (the HTTP/2 code then sees the failure on its next read or write).
+//
+// A write of nothing but connection-level WINDOW_UPDATE frames (a receiver gives one back per
+// 4 KiB it consumed: with 1 KiB messages, every fourth request or response) is held for the
+// next write, at most windowUpdateHold: it then leaves with the next request or response
+// instead of in a write of its own. The connection's window (4 MiB) dwarfs what a peer sends in
+// that time; stream-level updates, which bound one stream's flow, are never held.
 type coalescingConn struct {
 	net.Conn
 
@@ -40,7 +46,9 @@ type coalescingConn struct {
 	deadline      time.Time // write deadline set by the HTTP/2 code
 	batchDeadline time.Time // the latest non-zero deadline while pending filled
 	scheduled     bool      // a flush goroutine will take pending
-	err           error     // sticky: a failed write or Close
+	held          bool      // pending is window updates waiting for the next write
+	holdTimer     *time.Timer
+	err           error // sticky: a failed write or Close
 }
 
 const (
@@ -49,6 +57,8 @@ const (
 	// coalesceCloseWait bounds how long Close waits for a write under way, to write what is
 	// still buffered (an HTTP/2 GOAWAY written just before Close).
 	coalesceCloseWait = 250 * time.Millisecond
+	// windowUpdateHold bounds how long connection window updates wait for the next write.
+	windowUpdateHold = 2 * time.Millisecond
 )
 
 func newCoalescingConn(c net.Conn) *coalescingConn {
@@ -67,16 +77,62 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 		c.mu.Unlock()
 		return c.writeThrough(p, deadline)
 	}
+	// pending is empty or held while no flush is scheduled.
+	hold := !c.scheduled && (len(c.pending) == 0 || c.held) && onlyConnWindowUpdates(p)
 	c.pending = append(c.pending, p...)
 	if c.deadline.After(c.batchDeadline) {
 		c.batchDeadline = c.deadline
 	}
-	if !c.scheduled {
+	switch {
+	case c.scheduled:
+	case hold:
+		if !c.held {
+			c.held = true
+			if c.holdTimer == nil {
+				c.holdTimer = time.AfterFunc(windowUpdateHold, c.releaseHeld)
+			} else {
+				c.holdTimer.Reset(windowUpdateHold)
+			}
+		}
+	default:
+		c.held = false
 		c.scheduled = true
 		go c.flush()
 	}
 	c.mu.Unlock()
 	return len(p), nil
+}
+
+// releaseHeld writes out window updates that no other write took along in time.
+func (c *coalescingConn) releaseHeld() {
+	c.mu.Lock()
+	if !c.held || c.scheduled {
+		c.mu.Unlock()
+		return
+	}
+	c.held = false
+	c.scheduled = true
+	c.mu.Unlock()
+	c.flush()
+}
+
+// windowUpdateFrameLen is an HTTP/2 WINDOW_UPDATE frame's size: a 9-byte header and the
+// 4-byte increment.
+const windowUpdateFrameLen = 13
+
+// onlyConnWindowUpdates reports whether p is one or more whole WINDOW_UPDATE frames of the
+// connection (stream 0).
+func onlyConnWindowUpdates(p []byte) bool {
+	if len(p) == 0 || len(p)%windowUpdateFrameLen != 0 {
+		return false
+	}
+	for ; len(p) > 0; p = p[windowUpdateFrameLen:] {
+		// Length 4, type 0x8 (WINDOW_UPDATE), any flags, stream identifier 0.
+		if p[0] != 0 || p[1] != 0 || p[2] != 4 || p[3] != 0x8 || p[5]&0x7f != 0 || p[6] != 0 || p[7] != 0 || p[8] != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // writeThrough writes the pending bytes and then p to the connection, p under deadline.
@@ -118,6 +174,7 @@ func (c *coalescingConn) take() ([]byte, time.Time) {
 	defer c.mu.Unlock()
 	buf, deadline := c.pending, c.batchDeadline
 	c.pending, c.spare, c.batchDeadline = c.spare[:0], nil, time.Time{}
+	c.held = false
 	return buf, deadline
 }
 
@@ -176,6 +233,11 @@ func (c *coalescingConn) SetDeadline(t time.Time) error {
 // Close writes what is still buffered (waiting at most coalesceCloseWait for a write under
 // way, and giving the bytes as long again) and closes the connection.
 func (c *coalescingConn) Close() error {
+	c.mu.Lock()
+	if c.holdTimer != nil {
+		c.holdTimer.Stop()
+	}
+	c.mu.Unlock()
 	timer := time.NewTimer(coalesceCloseWait)
 	defer timer.Stop()
 	select {

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
 )
 
 // recordingConn records what is written to it and the write deadline of each write.
@@ -272,4 +274,102 @@ func TestCoalescingConnBoundsTheBuffer(t *testing.T) {
 	if want := (coalesceMaxPending/len(chunk) + 1) * len(chunk); total != want {
 		t.Fatalf("%d bytes written; want %d", total, want)
 	}
+}
+
+// frames returns the bytes of the frames write makes with an HTTP/2 framer.
+func frames(t *testing.T, write func(*http2.Framer) error) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := write(http2.NewFramer(&buf, nil)); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// Connection window updates wait for the next write and leave with it; without one they
+// leave within windowUpdateHold; a stream's window updates and other frames are not held.
+func TestCoalescingConnHoldsConnectionWindowUpdates(t *testing.T) {
+	connUpdate := frames(t, func(f *http2.Framer) error { return f.WriteWindowUpdate(0, 4096) })
+	twoConnUpdates := append(append([]byte(nil), connUpdate...), connUpdate...)
+	streamUpdate := frames(t, func(f *http2.Framer) error { return f.WriteWindowUpdate(1, 4096) })
+	headers := frames(t, func(f *http2.Framer) error {
+		return f.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: []byte{0x82}, EndHeaders: true})
+	})
+	ping := frames(t, func(f *http2.Framer) error { return f.WritePing(false, [8]byte{}) })
+	for _, tc := range []struct {
+		name string
+		p    []byte
+		want bool
+	}{
+		{"connection update", connUpdate, true},
+		{"two connection updates", twoConnUpdates, true},
+		{"stream update", streamUpdate, false},
+		{"connection and stream updates", append(append([]byte(nil), connUpdate...), streamUpdate...), false},
+		{"headers", headers, false},
+		{"ping", ping, false},
+		{"part of a frame", connUpdate[:9], false},
+	} {
+		if got := onlyConnWindowUpdates(tc.p); got != tc.want {
+			t.Errorf("%s: onlyConnWindowUpdates = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+
+	t.Run("taken along by the next write", func(t *testing.T) {
+		rc := newRecordingConn()
+		c := newCoalescingConn(rc)
+		defer c.Close()
+		if _, err := c.Write(connUpdate); err != nil {
+			t.Fatal(err)
+		}
+		c.mu.Lock()
+		held, scheduled := c.held, c.scheduled
+		c.mu.Unlock()
+		if !held || scheduled {
+			t.Fatalf("after a connection window update: held %v, flush scheduled %v; want it held", held, scheduled)
+		}
+		if _, err := c.Write(headers); err != nil {
+			t.Fatal(err)
+		}
+		w := rc.waitWrites(t, 1)
+		if want := string(connUpdate) + string(headers); len(w) != 1 || w[0] != want {
+			t.Fatalf("writes %v, want the update and the headers in one", lens(w))
+		}
+	})
+	t.Run("released without a next write", func(t *testing.T) {
+		rc := newRecordingConn()
+		c := newCoalescingConn(rc)
+		defer c.Close()
+		if _, err := c.Write(connUpdate); err != nil {
+			t.Fatal(err)
+		}
+		if w := rc.waitWrites(t, 1); w[0] != string(connUpdate) {
+			t.Fatalf("wrote %q, want the update", w[0])
+		}
+	})
+	t.Run("a stream's update is not held", func(t *testing.T) {
+		rc := newRecordingConn()
+		c := newCoalescingConn(rc)
+		defer c.Close()
+		if _, err := c.Write(streamUpdate); err != nil {
+			t.Fatal(err)
+		}
+		c.mu.Lock()
+		held, scheduled := c.held, c.scheduled
+		c.mu.Unlock()
+		if held || !scheduled {
+			t.Fatalf("after a stream window update: held %v, flush scheduled %v; want it on its way", held, scheduled)
+		}
+		rc.waitWrites(t, 1)
+	})
+	t.Run("Close writes a held update", func(t *testing.T) {
+		rc := newRecordingConn()
+		c := newCoalescingConn(rc)
+		if _, err := c.Write(connUpdate); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		if w, _ := rc.written(); len(w) != 1 || w[0] != string(connUpdate) {
+			t.Fatalf("writes %v after Close, want the held update", lens(w))
+		}
+	})
 }
