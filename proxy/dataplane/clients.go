@@ -10,13 +10,17 @@ import (
 	"time"
 
 	"github.com/lightmesh/lightmesh/internal/identity"
+	"github.com/lightmesh/lightmesh/proxy/h1"
 	"github.com/lightmesh/lightmesh/proxy/meshtls"
 )
 
 // clients are the proxy's upstream HTTP clients: HTTP/1.1 and HTTP/2 with prior knowledge to
 // plaintext servers, and the pool of multiplexed HTTP/2 connections to peer proxies.
 type clients struct {
-	p    *Proxy
+	p *Proxy
+	// app sends HTTP/1.1 requests whose body is absent or in memory on the handler's
+	// goroutine; h1 the others (it streams a body while it reads the response).
+	app  *h1.Client
 	h1   *http.Transport
 	h2c  *http.Transport
 	mesh *http.Transport
@@ -80,6 +84,13 @@ func newClients(p *Proxy) *clients {
 		MaxIdleConnsPerHost: 128,
 		IdleConnTimeout:     90 * time.Second,
 	}
+	// Options were validated: the client's cannot be refused.
+	c.app, _ = h1.NewClient(h1.ClientOptions{
+		Dial:                dial,
+		MaxIdleConns:        1024,
+		MaxIdleConnsPerHost: 128,
+		IdleTimeout:         90 * time.Second,
+	})
 	c.h2c = &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			conn, err := dial(ctx, network, addr)
@@ -187,6 +198,7 @@ func (c *clients) meshConn(ctx context.Context, key peerKey) (*http.ClientConn, 
 
 // close closes every pooled connection.
 func (c *clients) close() {
+	c.app.Close()
 	c.h1.CloseIdleConnections()
 	c.h2c.CloseIdleConnections()
 	c.mu.Lock()

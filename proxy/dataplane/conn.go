@@ -127,8 +127,9 @@ type Exchange struct {
 	Dst *discovery.Destination
 	// body is the request body read into memory (bufferSmallBody), to send again on a retry.
 	body []byte
-	// mesh is the client of a meshed target (outboundTransport).
-	mesh meshRoundTripper
+	// mesh is the client of a meshed target (outboundTransport), http1 of an HTTP/1 one.
+	mesh  meshRoundTripper
+	http1 http1RoundTripper
 }
 
 var exchanges = sync.Pool{New: func() any { return new(Exchange) }}

@@ -181,8 +181,31 @@ func (p *Proxy) outboundTransport(ex *Exchange) http.RoundTripper {
 		return p.clients.h2c
 	default:
 		delete(ex.R.Header, OrigProtoHeader)
-		return p.clients.h1
+		return p.http1Transport(ex)
 	}
+}
+
+// http1Transport is the HTTP/1 client of ex's target.
+func (p *Proxy) http1Transport(ex *Exchange) http.RoundTripper {
+	// A pointer into the (pooled) exchange: no allocation per request.
+	ex.http1 = http1RoundTripper{c: p.clients, ex: ex}
+	return &ex.http1
+}
+
+// http1RoundTripper sends an HTTP/1 request on the handler's goroutine (h1.Client) when its
+// body is absent or in memory (bufferSmallBody), else with net/http's Transport, which
+// streams the body while it reads the response (a server may answer before it reads it).
+type http1RoundTripper struct {
+	c  *clients
+	ex *Exchange
+}
+
+func (t *http1RoundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
+	inMemory := t.ex.body != nil || r.Body == nil || r.Body == http.NoBody
+	if inMemory && len(r.Trailer) == 0 && r.Header["Expect"] == nil {
+		return t.c.app.RoundTrip(r)
+	}
+	return t.c.h1.RoundTrip(r)
 }
 
 // inboundForward sends a request to the application, as HTTP/1 when it came as HTTP/1.
@@ -200,7 +223,7 @@ func (p *Proxy) inboundForward() Handler {
 // HTTP/1, else HTTP/2.
 func (p *Proxy) applicationTransport(ex *Exchange) http.RoundTripper {
 	if ex.WasHTTP1 {
-		return p.clients.h1
+		return p.http1Transport(ex)
 	}
 	return p.clients.h2c
 }
@@ -226,7 +249,9 @@ func prepareUpstream(r *http.Request, target netip.AddrPort) {
 	// Connection management is hop by hop: a client's Connection: close (or HTTP/1.0) must
 	// not close the proxy's pooled upstream connection.
 	r.Close = false
-	if r.ContentLength == 0 && r.Body != nil && r.Body != http.NoBody && len(r.TransferEncoding) == 0 && r.ProtoMajor == 1 {
+	// A body of length 0 is none (an HTTP/2 request's too: its server ends the stream at the
+	// declared length). Sent as http.NoBody, no client waits for it or announces one.
+	if r.ContentLength == 0 && r.Body != nil && r.Body != http.NoBody && len(r.TransferEncoding) == 0 {
 		r.Body = http.NoBody
 	}
 }
@@ -309,7 +334,7 @@ func (p *Proxy) roundTrip(ex *Exchange, toApp bool) {
 		prepareUpstream(r, ex.Target)
 		// Small bodies are read first for HTTP/1 (one write), and for requests that may be
 		// sent again to another endpoint.
-		if ex.body == nil && len(failed) == 0 && (ex.Dst != nil || rt == http.RoundTripper(p.clients.h1)) {
+		if _, http1 := rt.(*http1RoundTripper); ex.body == nil && len(failed) == 0 && (ex.Dst != nil || http1) {
 			buf, err := bufferSmallBody(r)
 			if err != nil {
 				status, reason := classify(err)
