@@ -23,6 +23,10 @@
 //
 // HTTP/1.0 clients get close-delimited responses when the length is unknown, and keep
 // their connection only with Connection: keep-alive.
+//
+// Client (client.go) is the other direction: an HTTP/1.1 client with a keep-alive pool that
+// writes a request whose body is absent or in memory and reads the response on the caller's
+// goroutine, for a proxy that forwards one request per handler.
 package h1
 
 import (
