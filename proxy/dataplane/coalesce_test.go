@@ -286,6 +286,18 @@ func frames(t *testing.T, write func(*http2.Framer) error) []byte {
 	return buf.Bytes()
 }
 
+// writeAndLook writes p to c and returns whether c holds what it has and whether a flush
+// is scheduled.
+func writeAndLook(t *testing.T, c *coalescingConn, p []byte) (held, scheduled bool) {
+	t.Helper()
+	if _, err := c.Write(p); err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.held, c.scheduled
+}
+
 // Connection window updates wait for the next write and leave with it; without one they
 // leave within windowUpdateHold; a stream's window updates and other frames are not held.
 func TestCoalescingConnHoldsConnectionWindowUpdates(t *testing.T) {
@@ -318,13 +330,7 @@ func TestCoalescingConnHoldsConnectionWindowUpdates(t *testing.T) {
 		rc := newRecordingConn()
 		c := newCoalescingConn(rc)
 		defer c.Close()
-		if _, err := c.Write(connUpdate); err != nil {
-			t.Fatal(err)
-		}
-		c.mu.Lock()
-		held, scheduled := c.held, c.scheduled
-		c.mu.Unlock()
-		if !held || scheduled {
+		if held, scheduled := writeAndLook(t, c, connUpdate); !held || scheduled {
 			t.Fatalf("after a connection window update: held %v, flush scheduled %v; want it held", held, scheduled)
 		}
 		if _, err := c.Write(headers); err != nil {
@@ -350,13 +356,7 @@ func TestCoalescingConnHoldsConnectionWindowUpdates(t *testing.T) {
 		rc := newRecordingConn()
 		c := newCoalescingConn(rc)
 		defer c.Close()
-		if _, err := c.Write(streamUpdate); err != nil {
-			t.Fatal(err)
-		}
-		c.mu.Lock()
-		held, scheduled := c.held, c.scheduled
-		c.mu.Unlock()
-		if held || !scheduled {
+		if held, scheduled := writeAndLook(t, c, streamUpdate); held || !scheduled {
 			t.Fatalf("after a stream window update: held %v, flush scheduled %v; want it on its way", held, scheduled)
 		}
 		rc.waitWrites(t, 1)

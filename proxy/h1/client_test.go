@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lightmesh/lightmesh/internal/identity"
 )
 
 // testClient returns a client that dials with a plain dialer.
@@ -247,24 +249,9 @@ func peek(t testing.TB, conn net.Conn) (n int, err error) {
 	return n, err
 }
 
-// fakeClock is a clock that moves when told.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)} }
-
-func (f *fakeClock) Now() time.Time {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.now
-}
-
-func (f *fakeClock) Advance(d time.Duration) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.now = f.now.Add(d)
+// newFakeClock returns a clock that moves when told.
+func newFakeClock() *identity.FakeClock {
+	return identity.NewFakeClock(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))
 }
 
 // TestClientKeepsConnections proves that requests in turn share one connection.
