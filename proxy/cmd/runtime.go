@@ -2,8 +2,11 @@ package cmd
 
 import (
 	"fmt"
+	"math"
 	"os"
+	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 )
@@ -70,14 +73,22 @@ func execWithPolling(poll bool) error {
 	return fmt.Errorf("re-executing with GODEBUG=%s: %w", pollingSchedtrace, err)
 }
 
-// sidecarWorkers is the number of Ps (GOMAXPROCS) a sidecar runs with: one, as Linkerd's
-// proxy runs one worker by default, unless GOMAXPROCS is set or the container's CPU limit
-// (mesh inject's config.lightmesh.io/proxy-cpu-limit) already made the runtime choose
-// fewer Ps than the machine has CPUs; 0 leaves the runtime's choice. One worker keeps a
-// sidecar from competing with its application for the pod's CPUs, and with one P a
-// goroutine made runnable waits for the running one instead of waking another thread.
-func sidecarWorkers(lookupEnv func(string) (string, bool), gomaxprocs, numCPU int) int {
-	if _, set := lookupEnv("GOMAXPROCS"); set || gomaxprocs < numCPU {
+// sidecarWorkers is the number of Ps (GOMAXPROCS) a sidecar runs with, Linkerd's rule: one
+// by default, as many as the container's CPU limit (mesh inject's
+// config.lightmesh.io/proxy-cpu-limit) rounded up when it has one (at most the CPUs the
+// process may use), and 0, the runtime's choice, when GOMAXPROCS is set. One worker keeps a
+// sidecar from competing with its application for the pod's CPUs, and with one P a goroutine
+// made runnable waits for the running one instead of waking another thread. (The runtime's
+// own default from a limit rounds a limit under 2 up to 2 Ps.) A limit this code cannot read
+// (cgroup v1) but that made the runtime choose fewer Ps than CPUs (gomaxprocs) is kept too.
+func sidecarWorkers(lookupEnv func(string) (string, bool), gomaxprocs, numCPU int, cpuLimit float64) int {
+	if _, set := lookupEnv("GOMAXPROCS"); set {
+		return 0
+	}
+	if cpuLimit > 0 {
+		return max(1, min(numCPU, int(math.Ceil(cpuLimit))))
+	}
+	if gomaxprocs < numCPU {
 		return 0
 	}
 	return 1
@@ -85,8 +96,48 @@ func sidecarWorkers(lookupEnv func(string) (string, bool), gomaxprocs, numCPU in
 
 // setSidecarWorkers applies sidecarWorkers and returns the GOMAXPROCS the proxy runs with.
 func setSidecarWorkers() int {
-	if n := sidecarWorkers(os.LookupEnv, runtime.GOMAXPROCS(0), runtime.NumCPU()); n > 0 {
+	if n := sidecarWorkers(os.LookupEnv, runtime.GOMAXPROCS(0), runtime.NumCPU(), cgroupCPULimit(os.ReadFile)); n > 0 {
 		runtime.GOMAXPROCS(n)
 	}
 	return runtime.GOMAXPROCS(0)
+}
+
+// cgroupCPULimit is the CPU limit of the process's cgroup (cgroup v2: quota / period in
+// cpu.max), 0 when it has none or it cannot be read (cgroup v1, which Kubernetes no longer
+// runs on).
+func cgroupCPULimit(readFile func(string) ([]byte, error)) float64 {
+	self, err := readFile("/proc/self/cgroup")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(self), "\n") {
+		path, ok := strings.CutPrefix(line, "0::")
+		if !ok {
+			continue
+		}
+		cpuMax, err := readFile(filepath.Join("/sys/fs/cgroup", path, "cpu.max"))
+		if err != nil {
+			return 0
+		}
+		return parseCPUMax(string(cpuMax))
+	}
+	return 0
+}
+
+// parseCPUMax reads a cgroup v2 cpu.max ("QUOTA PERIOD", QUOTA "max" without a limit) as
+// CPUs, 0 for none.
+func parseCPUMax(s string) float64 {
+	f := strings.Fields(s)
+	if len(f) != 2 || f[0] == "max" {
+		return 0
+	}
+	quota, err := strconv.ParseFloat(f[0], 64)
+	if err != nil || quota <= 0 {
+		return 0
+	}
+	period, err := strconv.ParseFloat(f[1], 64)
+	if err != nil || period <= 0 {
+		return 0
+	}
+	return quota / period
 }
