@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -24,6 +25,10 @@ const (
 	// clientWriteBuffer holds a request head and a body of the size a caller keeps in
 	// memory, so that both leave in one write.
 	clientWriteBuffer = 32 << 10
+	// clientReadBuffer is the response reader's buffer, held while a request is in flight
+	// (net/http's Transport reads with as much). A longer head is read through it too, up to
+	// MaxResponseHeaderBytes.
+	clientReadBuffer = 4 << 10
 )
 
 // ClientOptions configure a Client.
@@ -98,7 +103,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 			opts.MaxIdleConns, opts.MaxIdleConnsPerHost, opts.IdleTimeout, opts.MaxResponseHeaderBytes)
 	}
 	c := &Client{opts: opts, idle: map[string][]*clientConn{}}
-	c.readers.New = func() any { return bufio.NewReaderSize(nil, opts.MaxResponseHeaderBytes+512) }
+	c.readers.New = func() any { return bufio.NewReaderSize(nil, clientReadBuffer) }
 	c.writers.New = func() any { return bufio.NewWriterSize(nil, clientWriteBuffer) }
 	return c, nil
 }
@@ -107,8 +112,9 @@ func NewClient(opts ClientOptions) (*Client, error) {
 type clientConn struct {
 	conn net.Conn
 	addr string
-	// br reads the responses; nil while the connection is idle in the pool.
+	// br reads the responses from in; nil while the connection is idle in the pool.
 	br     *bufio.Reader
+	in     headLimitedReader
 	reused bool
 	idleAt time.Time
 
@@ -121,7 +127,7 @@ type clientConn struct {
 }
 
 func newClientConn(conn net.Conn, addr string) *clientConn {
-	cc := &clientConn{conn: conn, addr: addr}
+	cc := &clientConn{conn: conn, addr: addr, in: headLimitedReader{conn: conn, n: unlimited}}
 	if sc, ok := conn.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			cc.raw = raw
@@ -235,7 +241,7 @@ func (c *Client) conn(ctx context.Context, addr string) (*clientConn, error) {
 		c.mu.Unlock()
 		if now.Sub(cc.idleAt) < c.opts.IdleTimeout && cc.alive() {
 			cc.reused = true
-			cc.br = c.reader(cc.conn)
+			cc.br = c.reader(&cc.in)
 			return cc, nil
 		}
 		cc.conn.Close()
@@ -247,14 +253,38 @@ func (c *Client) conn(ctx context.Context, addr string) (*clientConn, error) {
 		return nil, err
 	}
 	cc := newClientConn(conn, addr)
-	cc.br = c.reader(conn)
+	cc.br = c.reader(&cc.in)
 	return cc, nil
 }
 
-func (c *Client) reader(conn net.Conn) *bufio.Reader {
+func (c *Client) reader(in io.Reader) *bufio.Reader {
 	br := c.readers.Get().(*bufio.Reader)
-	br.Reset(conn)
+	br.Reset(in)
 	return br
+}
+
+// unlimited is headLimitedReader's n outside a response head.
+const unlimited = math.MaxInt64
+
+// headLimitedReader is a connection that lets at most n bytes more be read, then fails with
+// errResponseHeadTooLarge: the bound of a response head, as net/http's Transport sets one.
+type headLimitedReader struct {
+	conn net.Conn
+	n    int64
+}
+
+var errResponseHeadTooLarge = errors.New("h1: response head too large")
+
+func (l *headLimitedReader) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		return 0, errResponseHeadTooLarge
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.conn.Read(p)
+	l.n -= int64(n)
+	return n, err
 }
 
 // send writes r on cc and reads the response head.
@@ -287,7 +317,7 @@ func (c *Client) send(ctx context.Context, cc *clientConn, r *http.Request) (*ht
 		}
 		return fail(err)
 	}
-	resp, err := c.readResponse(cc.br, r)
+	resp, err := c.readResponse(cc, r)
 	if err != nil {
 		return fail(err)
 	}
@@ -300,53 +330,33 @@ func (c *Client) send(ctx context.Context, cc *clientConn, r *http.Request) (*ht
 	return resp, nil
 }
 
-// readResponse reads the final response to r from br, skipping informational ones.
-func (c *Client) readResponse(br *bufio.Reader, r *http.Request) (*http.Response, error) {
+// readResponse reads the final response to r from cc, skipping informational ones. Each
+// response head may take MaxResponseHeaderBytes from the connection.
+func (c *Client) readResponse(cc *clientConn, r *http.Request) (*http.Response, error) {
+	limit := c.opts.MaxResponseHeaderBytes
+	defer func() { cc.in.n = unlimited }()
 	for informational := 0; ; informational++ {
-		if err := scanResponseHead(br, c.opts.MaxResponseHeaderBytes); err != nil {
-			return nil, err
+		cc.in.n = int64(limit)
+		if cc.br.Buffered() == 0 {
+			if _, err := cc.br.Peek(1); err != nil {
+				if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+					return nil, fmt.Errorf("%w: %w", errNoResponse, err)
+				}
+				return nil, err
+			}
 		}
-		resp, err := http.ReadResponse(br, r)
-		if err != nil {
-			return nil, fmt.Errorf("h1: malformed response: %w", err)
-		}
+		resp, err := http.ReadResponse(cc.br, r)
 		switch {
+		case err != nil && cc.in.n <= 0:
+			return nil, fmt.Errorf("h1: response head over %d bytes", limit)
+		case err != nil:
+			return nil, fmt.Errorf("h1: malformed response: %w", err)
 		case resp.StatusCode == http.StatusSwitchingProtocols:
 			return nil, errors.New("h1: the server switched protocols (101); upgrades are not sent with this client")
 		case resp.StatusCode >= 200:
 			return resp, nil
 		case informational == max1xxResponses:
 			return nil, fmt.Errorf("h1: more than %d informational responses", max1xxResponses)
-		}
-	}
-}
-
-// scanResponseHead waits until a whole response head is buffered in br (lines may end in a
-// bare LF, as net/http reads them), at most limit bytes of it.
-func scanResponseHead(br *bufio.Reader, limit int) error {
-	checked := 0
-	for {
-		buf, _ := br.Peek(br.Buffered())
-		for i := max(checked, 1); i < len(buf); i++ {
-			if buf[i] == '\n' && (buf[i-1] == '\n' || i >= 2 && buf[i-1] == '\r' && buf[i-2] == '\n') {
-				if i+1 > limit {
-					return fmt.Errorf("h1: response head over %d bytes", limit)
-				}
-				return nil
-			}
-		}
-		checked = len(buf)
-		if len(buf) >= limit {
-			return fmt.Errorf("h1: response head over %d bytes", limit)
-		}
-		if _, err := br.Peek(len(buf) + 1); err != nil {
-			if len(buf) == 0 && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
-				return fmt.Errorf("%w: %w", errNoResponse, err)
-			}
-			if errors.Is(err, io.EOF) {
-				return fmt.Errorf("h1: the response head ended early: %w", io.ErrUnexpectedEOF)
-			}
-			return err
 		}
 	}
 }

@@ -462,26 +462,30 @@ func TestClientResponseHeadLimit(t *testing.T) {
 		return start + strings.Repeat("a", size-len(start)-len(end)) + end
 	}
 	tests := []struct {
-		name string
-		size int
-		ok   bool
+		name  string
+		size  int
+		limit int
+		ok    bool
 	}{
-		{"small", 100, true},
-		{"at the limit", 1024, true},
-		{"one byte over", 1025, false},
-		{"4 KiB", 4096, false},
+		{"small", 100, 1024, true},
+		{"at the limit", 1024, 1024, true},
+		{"one byte over", 1025, 1024, false},
+		{"4 KiB", 4096, 1024, false},
+		// Longer than the reader's buffer (clientReadBuffer), within the limit.
+		{"20 KiB under the default limit", 20 << 10, DefaultMaxHeaderBytes, true},
+		{"just over the default limit", DefaultMaxHeaderBytes + 1, DefaultMaxHeaderBytes, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := newRawServer(t, answer(head(tt.size)+"ok"))
-			c := testClient(t, func(o *ClientOptions) { o.MaxResponseHeaderBytes = 1024 })
+			c := testClient(t, func(o *ClientOptions) { o.MaxResponseHeaderBytes = tt.limit })
 			resp, err := c.RoundTrip(newRequest(t, testContext(t), http.MethodGet, s.url+"/", ""))
 			if !tt.ok {
 				if err == nil {
 					resp.Body.Close()
 					t.Fatalf("a %d byte head was read, want an error", tt.size)
 				}
-				if !strings.Contains(err.Error(), "response head over 1024 bytes") {
+				if !strings.Contains(err.Error(), fmt.Sprintf("response head over %d bytes", tt.limit)) {
 					t.Fatalf("error %q, want one about the head's size", err)
 				}
 				return
@@ -489,7 +493,7 @@ func TestClientResponseHeadLimit(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if body := readBody(t, resp); body != "ok" || len(resp.Header.Get("X-Pad")) == 0 {
+			if body := readBody(t, resp); body != "ok" || len(resp.Header.Get("X-Pad")) != tt.size-len("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Pad: \r\n\r\n") {
 				t.Fatalf("body %q, header %v", body, resp.Header)
 			}
 		})
