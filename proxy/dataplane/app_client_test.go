@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -152,4 +154,50 @@ func TestHTTP1ToTheApplication(t *testing.T) {
 			t.Fatalf("%d %q, want 200 %q", code, got, "POST /after-close 3")
 		}
 	})
+}
+
+// An application that resets a kept connection after reading a request gets no second copy
+// of it: the client sees a 502 connection-reset (Envoy's upstream reset), whatever the
+// method; a route's retryOn: reset is what sends such a request again.
+func TestApplicationResetIsNotRetried(t *testing.T) {
+	m := newMesh(t, meshConfig{})
+	var requests atomic.Int32
+	addr := tcpServer(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for i := 0; ; i++ {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			_, _ = io.Copy(io.Discard, req.Body)
+			requests.Add(1)
+			if i == 1 {
+				// The second request of the connection: reset, no answer.
+				_ = c.(*net.TCPConn).SetLinger(0)
+				return
+			}
+			if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
+				return
+			}
+		}
+	})
+	m.serve(t, addr, serverSA)
+	client := m.httpClient(false)
+	if code, body := post(t, client, http.MethodGet, "http://"+addr+"/1", nil, 0, ""); code != http.StatusOK || body != "ok" {
+		t.Fatalf("first request: %d %q", code, body)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/2", nil)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway || resp.Header.Get(ProxyErrorHeader) != reasonReset {
+		t.Errorf("the reset request answered %d %s=%q, want 502 %s", resp.StatusCode, ProxyErrorHeader, resp.Header.Get(ProxyErrorHeader), reasonReset)
+	}
+	if n := requests.Load(); n != 2 {
+		t.Errorf("the application read %d requests, want 2: the reset one was sent again", n)
+	}
 }

@@ -62,9 +62,11 @@ type ClientOptions struct {
 // context ends.
 //
 // A pooled connection is checked before it is used (a non-blocking peek: a server that
-// closed it, or sent something unasked, has it dropped), and an idempotent request without
-// a body that finds a reused connection closed before any byte of the response is sent once
-// more on a new connection, as net/http's Transport does.
+// closed it, or sent something unasked, has it dropped). A request is never sent twice: one
+// whose connection ends before any byte of the response fails with an error wrapping
+// errNoResponse (and the connection's reset), as Envoy and Linkerd report an upstream reset;
+// a route's retry policy (retryOn: reset) decides whether to send it again. (net/http's
+// Transport would resend an idempotent request on a reused connection.)
 type Client struct {
 	opts    ClientOptions
 	readers sync.Pool
@@ -170,21 +172,12 @@ func (c *Client) RoundTrip(r *http.Request) (*http.Response, error) {
 		closeBody(r)
 		return nil, context.Cause(ctx)
 	}
-	for attempt := 0; ; attempt++ {
-		cc, err := c.conn(ctx, addr)
-		if err != nil {
-			closeBody(r)
-			return nil, err
-		}
-		resp, err := c.send(ctx, cc, r)
-		if err == nil {
-			return resp, nil
-		}
-		if attempt == 0 && cc.reused && errors.Is(err, errNoResponse) && ctx.Err() == nil && replayable(r) {
-			continue
-		}
+	cc, err := c.conn(ctx, addr)
+	if err != nil {
+		closeBody(r)
 		return nil, err
 	}
+	return c.send(ctx, cc, r)
 }
 
 // closeBody closes r's body: a RoundTripper closes it, also when it fails.
@@ -206,19 +199,6 @@ func dialAddress(u *url.URL) (string, error) {
 		return net.JoinHostPort(u.Hostname(), "80"), nil
 	}
 	return u.Host, nil
-}
-
-// replayable reports whether r may be sent again after a connection failed under it: an
-// idempotent request without a body (net/http's rule).
-func replayable(r *http.Request) bool {
-	if r.Body != nil && r.Body != http.NoBody {
-		return false
-	}
-	switch r.Method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
-		return true
-	}
-	return r.Header.Get("Idempotency-Key") != "" || r.Header.Get("X-Idempotency-Key") != ""
 }
 
 // conn returns an idle connection to addr that is still alive, or a new one.
@@ -311,8 +291,7 @@ func (c *Client) send(ctx context.Context, cc *clientConn, r *http.Request) (*ht
 	c.writers.Put(bw)
 	if err != nil {
 		if cc.reused {
-			// Nothing was read: the server closed the kept connection (RoundTrip may send an
-			// idempotent request again).
+			// Nothing was read: the server closed the kept connection.
 			err = fmt.Errorf("%w: %w", errNoResponse, err)
 		}
 		return fail(err)
