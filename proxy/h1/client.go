@@ -123,8 +123,7 @@ type clientConn struct {
 	// raw and peek look at an idle connection without reading from it (alive).
 	raw     syscall.RawConn
 	peek    func(fd uintptr) bool
-	peekN   int
-	peekErr error
+	peekErr error // EAGAIN: open and silent
 	peekBuf [1]byte
 }
 
@@ -134,7 +133,7 @@ func newClientConn(conn net.Conn, addr string) *clientConn {
 		if raw, err := sc.SyscallConn(); err == nil {
 			cc.raw = raw
 			cc.peek = func(fd uintptr) bool {
-				cc.peekN, _, cc.peekErr = syscall.Recvfrom(int(fd), cc.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+				_, _, cc.peekErr = syscall.Recvfrom(int(fd), cc.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 				return true
 			}
 		}
