@@ -103,8 +103,8 @@ func setSidecarWorkers() int {
 }
 
 // cgroupCPULimit is the CPU limit of the process's cgroup (cgroup v2: quota / period in
-// cpu.max), 0 when it has none or it cannot be read (cgroup v1, which Kubernetes no longer
-// runs on).
+// cpu.max), 0 when it has none or it cannot be read (cgroup v1, deprecated in Kubernetes, or a
+// host with the cpu controller on v1, as the benchmark VM).
 func cgroupCPULimit(readFile func(string) ([]byte, error)) float64 {
 	self, err := readFile("/proc/self/cgroup")
 	if err != nil {
