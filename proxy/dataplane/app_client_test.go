@@ -65,8 +65,8 @@ func (a *connCountingApp) conns() (opened, closed int) {
 	return a.opened, a.closed
 }
 
-// post sends a request through the mesh and returns the status and body.
-func post(t *testing.T, client *http.Client, method, url string, body io.Reader, length int64, expect string) (int, string) {
+// request sends a request through the mesh and returns the status and body.
+func request(t *testing.T, client *http.Client, method, url string, body io.Reader, length int64, expect string) (int, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -106,7 +106,7 @@ func TestHTTP1ToTheApplication(t *testing.T) {
 			if i%2 == 1 {
 				method, body = http.MethodGet, ""
 			}
-			code, got := post(t, client, method, base+"/small", strings.NewReader(body), int64(len(body)), "")
+			code, got := request(t, client, method, base+"/small", strings.NewReader(body), int64(len(body)), "")
 			if want := method + " /small " + strconv.Itoa(len(body)); code != http.StatusOK || got != want {
 				t.Fatalf("request %d: %d %q, want 200 %q", i, code, got, want)
 			}
@@ -121,14 +121,14 @@ func TestHTTP1ToTheApplication(t *testing.T) {
 
 	t.Run("a body over the in-memory limit streams through", func(t *testing.T) {
 		big := bytes.Repeat([]byte("x"), 3*smallBodyLimit)
-		code, got := post(t, client, http.MethodPut, base+"/big", bytes.NewReader(big), int64(len(big)), "")
+		code, got := request(t, client, http.MethodPut, base+"/big", bytes.NewReader(big), int64(len(big)), "")
 		if want := "PUT /big " + strconv.Itoa(len(big)); code != http.StatusOK || got != want {
 			t.Fatalf("%d %q, want 200 %q", code, got, want)
 		}
 	})
 
 	t.Run("Expect: 100-continue", func(t *testing.T) {
-		code, got := post(t, client, http.MethodPost, base+"/expect", strings.NewReader("hello"), 5, "100-continue")
+		code, got := request(t, client, http.MethodPost, base+"/expect", strings.NewReader("hello"), 5, "100-continue")
 		if code != http.StatusOK || got != "POST /expect 5" {
 			t.Fatalf("%d %q, want 200 %q", code, got, "POST /expect 5")
 		}
@@ -147,9 +147,9 @@ func TestHTTP1ToTheApplication(t *testing.T) {
 		if closed == opened {
 			t.Fatal("no connection was open to be closed: the test proves nothing")
 		}
-		// A POST is not sent again when its connection fails: it must not go on the closed
-		// one.
-		code, got := post(t, client, http.MethodPost, base+"/after-close", strings.NewReader("abc"), 3, "")
+		// No request is sent again when its connection fails, so this one must not be sent on
+		// the closed connection.
+		code, got := request(t, client, http.MethodPost, base+"/after-close", strings.NewReader("abc"), 3, "")
 		if code != http.StatusOK || got != "POST /after-close 3" {
 			t.Fatalf("%d %q, want 200 %q", code, got, "POST /after-close 3")
 		}
@@ -183,7 +183,7 @@ func TestApplicationResetIsNotRetried(t *testing.T) {
 	})
 	m.serve(t, addr, serverSA)
 	client := m.httpClient(false)
-	if code, body := post(t, client, http.MethodGet, "http://"+addr+"/1", nil, 0, ""); code != http.StatusOK || body != "ok" {
+	if code, body := request(t, client, http.MethodGet, "http://"+addr+"/1", nil, 0, ""); code != http.StatusOK || body != "ok" {
 		t.Fatalf("first request: %d %q", code, body)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
