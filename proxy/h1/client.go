@@ -75,8 +75,7 @@ type Client struct {
 	mu         sync.Mutex
 	idle       map[string][]*clientConn
 	idleCount  int
-	sweeping   bool // a sweep is due (sweepTimer)
-	sweepTimer *time.Timer
+	sweepTimer *time.Timer // the next sweep of idle connections; nil when none is due
 	closed     bool
 }
 
@@ -409,8 +408,7 @@ func (c *Client) put(cc *clientConn) {
 	}
 	c.idle[cc.addr] = append(c.idle[cc.addr], cc)
 	c.idleCount++
-	if !c.sweeping {
-		c.sweeping = true
+	if c.sweepTimer == nil {
 		c.sweepTimer = time.AfterFunc(c.opts.IdleTimeout, c.sweep)
 	}
 	c.mu.Unlock()
@@ -424,8 +422,8 @@ func (c *Client) sweep() {
 		cc.conn.Close()
 	}
 	c.mu.Lock()
-	c.sweeping = c.idleCount > 0 && !c.closed
-	if c.sweeping {
+	c.sweepTimer = nil
+	if c.idleCount > 0 && !c.closed {
 		c.sweepTimer = time.AfterFunc(max(c.opts.IdleTimeout/2, time.Millisecond), c.sweep)
 	}
 	c.mu.Unlock()
