@@ -3,6 +3,7 @@ package dataplane
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -77,17 +78,12 @@ func (c *recordingConn) written() ([]string, []time.Time) {
 // waitWrites waits until the connection got n writes.
 func (c *recordingConn) waitWrites(t *testing.T, n int) []string {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		w, _ := c.written()
-		if len(w) >= n {
-			return w
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the connection got %d writes %q; want %d", len(w), w, n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	var w []string
+	waitFor(t, fmt.Sprintf("%d writes to the connection", n), func() bool {
+		w, _ = c.written()
+		return len(w) >= n
+	})
+	return w
 }
 
 // TestCoalescingConnMergesABurst: the writes made while a write is pending leave in one, in
@@ -236,13 +232,7 @@ func TestCoalescingConnCloseDoesNotWaitForAStuckPeer(t *testing.T) {
 // waitForToken waits until the flushing goroutine holds the write token.
 func waitForToken(t *testing.T, c *coalescingConn) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for len(c.writing) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("no write started")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitFor(t, "a write to start", func() bool { return len(c.writing) > 0 })
 }
 
 // TestCoalescingConnBoundsTheBuffer: past coalesceMaxPending a write goes to the connection
