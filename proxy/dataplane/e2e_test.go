@@ -501,3 +501,46 @@ func (testService) FullDuplexCall(stream testgrpc.TestService_FullDuplexCallServ
 		}
 	}
 }
+
+// TestProxyAddsNoUserAgent: the application sees the client's User-Agent, and none when the
+// client sent none (net/http's clients, between the proxies and to the application, add
+// "Go-http-client/..." to a request without one).
+func TestProxyAddsNoUserAgent(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		id   string
+		h2   bool
+	}{
+		{"HTTP/1 over mTLS", serverSA, false},
+		{"HTTP/2 over mTLS", serverSA, true},
+		{"HTTP/1 plaintext", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newMesh(t, meshConfig{})
+			app := startApp(t)
+			m.serve(t, app.addr, tc.id)
+			client := m.httpClient(tc.h2)
+			for _, ua := range []string{"", "curl/8.5.0"} {
+				req, _ := http.NewRequest(http.MethodGet, "http://"+app.addr+"/ua", nil)
+				if ua == "" {
+					req.Header["User-Agent"] = nil // the test's own client adds none either
+				} else {
+					req.Header.Set("User-Agent", ua)
+				}
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				want := ""
+				if ua != "" {
+					want = "[" + ua + "]"
+				}
+				if got := resp.Header.Get("X-Seen-User-Agent"); got != want {
+					t.Errorf("sent User-Agent %q: the app saw %q, want %q", ua, got, want)
+				}
+			}
+		})
+	}
+}

@@ -248,6 +248,9 @@ func startApp(t testing.TB) *appServer {
 		w.Header().Set("X-Seen-Proto", r.Proto)
 		w.Header().Set("X-Seen-Host", r.Host)
 		w.Header().Set("X-Seen-Mesh-Headers", meshHeaderNames(r.Header))
+		if ua, ok := r.Header["User-Agent"]; ok {
+			w.Header().Set("X-Seen-User-Agent", "["+strings.Join(ua, ",")+"]")
+		}
 		if r.Header.Get("X-Hop") != "" || r.Header.Get("Keep-Alive") != "" {
 			w.Header().Set("X-Seen-Hop", "yes")
 		}

@@ -254,6 +254,15 @@ func prepareUpstream(r *http.Request, target netip.AddrPort) {
 	if r.ContentLength == 0 && r.Body != nil && r.Body != http.NoBody && len(r.TransferEncoding) == 0 {
 		r.Body = http.NoBody
 	}
+	// A request goes on without a User-Agent when it came without one: net/http's clients
+	// add their own ("Go-http-client/2.0") unless the header is present, and an empty one is
+	// not written.
+	if _, ok := r.Header["User-Agent"]; !ok {
+		if r.Header == nil {
+			r.Header = http.Header{}
+		}
+		r.Header["User-Agent"] = nil
+	}
 }
 
 // upstreamHosts formats the addresses requests go to once rather than per request.
