@@ -56,6 +56,9 @@ var overrideFlagUsage = map[string]string{
 	inject.KeyProxyLogFormat:     "the proxy's log format: " + strings.Join(inject.LogFormats, ", "),
 	inject.KeyProxyImage:         "the proxy's image",
 	inject.KeyProxyInitImage:     "the proxy-init image",
+	inject.KeyProxySchedulerPoll: "whether the proxy's Go runtime monitor keeps polling: " + strings.Join(inject.SchedulerPollValues, ", ") + " (default: the proxy's, true; false for mostly idle workloads)",
+	inject.KeyProxyMaxInFlightRequests: fmt.Sprintf("most HTTP requests the proxy serves at once, %d-%d; the excess is answered 503 (default: the proxy's, 1000)",
+		inject.MinMaxInFlightRequests, inject.MaxMaxInFlightRequests),
 }
 
 func newInjectCmd(kube *kubeOptions) *cobra.Command {

@@ -185,6 +185,38 @@ func TestInjectFlagsOverrideAnnotations(t *testing.T) {
 	}
 }
 
+// --proxy-scheduler-poll and --proxy-max-in-flight-requests set the proxy's variables, and
+// --annotate-only passes them on as annotations for the webhook; without them the proxy gets
+// neither.
+func TestInjectProxyTuningFlags(t *testing.T) {
+	flags := []string{"--proxy-scheduler-poll", "false", "--proxy-max-in-flight-requests", "2500"}
+	out, _, err := execute(t, "", append(append([]string{"inject", "--ignore-cluster", "--trust-anchors-file", anchorsFile}, flags...), "testdata/manifests/app/web.yaml")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"- name: MESH_PROXY_SCHEDULER_POLL\n          value: \"false\"", "- name: MESH_PROXY_MAX_IN_FLIGHT_REQUESTS\n          value: \"2500\""} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	out, _, err = execute(t, "", append(append([]string{"inject", "--annotate-only"}, flags...), "testdata/manifests/app/web.yaml")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`config.lightmesh.io/proxy-scheduler-poll: "false"`, `config.lightmesh.io/proxy-max-in-flight-requests: "2500"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("--annotate-only output lacks %q:\n%s", want, out)
+		}
+	}
+	out, _, err = execute(t, "", "inject", "--ignore-cluster", "--trust-anchors-file", anchorsFile, "testdata/manifests/app/web.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out, "MESH_PROXY_SCHEDULER_POLL") || strings.Contains(out, "MESH_PROXY_MAX_IN_FLIGHT_REQUESTS") {
+		t.Errorf("the proxy got a tuning variable without its flag:\n%s", out)
+	}
+}
+
 func TestInjectValidate(t *testing.T) {
 	cases := map[string]struct {
 		args []string
@@ -195,6 +227,9 @@ func TestInjectValidate(t *testing.T) {
 		"bad cidr flag":            {[]string{"inject", "--annotate-only", "--skip-subnets", "10.0.0.0/40", "x.yaml"}, "--skip-subnets"},
 		"bad quantity flag":        {[]string{"inject", "--annotate-only", "--proxy-memory-limit", "much", "x.yaml"}, "--proxy-memory-limit"},
 		"bad log level flag":       {[]string{"inject", "--annotate-only", "--proxy-log-level", "chatty", "x.yaml"}, "--proxy-log-level"},
+		"bad scheduler poll flag":  {[]string{"inject", "--annotate-only", "--proxy-scheduler-poll", "yes", "x.yaml"}, "--proxy-scheduler-poll: \"yes\" is neither true nor false; use one of true, false"},
+		"non-numeric in-flight":    {[]string{"inject", "--annotate-only", "--proxy-max-in-flight-requests", "lots", "x.yaml"}, "--proxy-max-in-flight-requests: \"lots\" is not a whole number; use one from 1 to 1000000"},
+		"in-flight out of range":   {[]string{"inject", "--annotate-only", "--proxy-max-in-flight-requests", "0", "x.yaml"}, "--proxy-max-in-flight-requests: \"0\" is out of range"},
 		"request above limit":      {[]string{"inject", "--annotate-only", "--proxy-cpu-request", "2", "--proxy-cpu-limit", "1", "x.yaml"}, "--proxy-cpu-limit"},
 		"ignore-cluster, no ca":    {[]string{"inject", "--ignore-cluster", "x.yaml"}, "--trust-anchors-file"},
 		"annotate-only with ca":    {[]string{"inject", "--annotate-only", "--trust-anchors-file", anchorsFile, "x.yaml"}, "no effect"},

@@ -58,6 +58,9 @@ func TestReview(t *testing.T) {
 		{name: "hostNetwork", ns: "app", pod: plainPod + "  hostNetwork: true\n", wantWarning: "hostNetwork"},
 		{name: "bad inject value", ns: "app", pod: withAnnotations(`lightmesh.io/inject: yes-please`), wantWarning: "yes-please"},
 		{name: "bad config annotation", ns: "app", pod: withAnnotations(`config.lightmesh.io/proxy-cpu-limit: lots`), wantWarning: "proxy-cpu-limit"},
+		{name: "bad scheduler poll annotation", ns: "app", pod: withAnnotations(`config.lightmesh.io/proxy-scheduler-poll: "off"`), wantWarning: `annotation config.lightmesh.io/proxy-scheduler-poll: "off" is neither true nor false; use one of true, false`},
+		{name: "bad max in-flight annotation", ns: "app", pod: withAnnotations(`config.lightmesh.io/proxy-max-in-flight-requests: "1e6"`), wantWarning: `annotation config.lightmesh.io/proxy-max-in-flight-requests: "1e6" is not a whole number`},
+		{name: "max in-flight out of range", ns: "app", pod: withAnnotations(`config.lightmesh.io/proxy-max-in-flight-requests: "1000001"`), wantWarning: `annotation config.lightmesh.io/proxy-max-in-flight-requests: "1000001" is out of range`},
 		{name: "unknown namespace", ns: "gone", pod: plainPod, wantWarning: "read namespace gone"},
 		{name: "no configuration", ns: "app", pod: plainPod, config: errors.New("ConfigMap missing"), wantWarning: "ConfigMap missing"},
 		{name: "clashing container", ns: "app", pod: strings.Replace(plainPod, "name: web\n    image", "name: mesh-init\n    image", 1), wantWarning: "mesh-init"},
@@ -99,6 +102,40 @@ func TestReview(t *testing.T) {
 				t.Errorf("ingress mode set %v in %s", ingress, raw)
 			}
 		})
+	}
+}
+
+// The pod's proxy-scheduler-poll and proxy-max-in-flight-requests annotations become the
+// proxy's variables; a pod without them gets neither.
+func TestReviewAppliesProxyTuningAnnotations(t *testing.T) {
+	h := newTestHandler(t, fakeConfig{cfg: installedConfig(t)}, fakeNamespaces{"app": {inject.AnnotationInject: inject.InjectEnabled}})
+	proxyEnv := func(pod string) map[string]any {
+		t.Helper()
+		body := reviewBody(t, "app", pod)
+		resp := respond(t, h, body)
+		if len(resp.Patch) == 0 {
+			t.Fatalf("not injected; warnings %v", resp.Warnings)
+		}
+		env := map[string]any{}
+		for _, c := range applyPatch(t, body, resp)["spec"].(map[string]any)["initContainers"].([]any) {
+			if c.(map[string]any)["name"] != inject.ProxyContainerName {
+				continue
+			}
+			for _, e := range c.(map[string]any)["env"].([]any) {
+				env[e.(map[string]any)["name"].(string)] = e.(map[string]any)["value"]
+			}
+		}
+		return env
+	}
+	env := proxyEnv(withAnnotations(`config.lightmesh.io/proxy-scheduler-poll: "false", config.lightmesh.io/proxy-max-in-flight-requests: "300"`))
+	if env[inject.EnvSchedulerPoll] != "false" || env[inject.EnvMaxInFlightRequests] != "300" {
+		t.Errorf("%s = %v, %s = %v; want false and 300", inject.EnvSchedulerPoll, env[inject.EnvSchedulerPoll], inject.EnvMaxInFlightRequests, env[inject.EnvMaxInFlightRequests])
+	}
+	env = proxyEnv(plainPod)
+	for _, name := range []string{inject.EnvSchedulerPoll, inject.EnvMaxInFlightRequests} {
+		if v, ok := env[name]; ok {
+			t.Errorf("%s = %v without its annotation; want it absent", name, v)
+		}
 	}
 }
 

@@ -25,6 +25,11 @@ type Config struct {
 	ImagePullPolicy corev1.PullPolicy
 	LogLevel        string
 	LogFormat       string
+	// SchedulerPoll and MaxInFlightRequests, when set (not nil, not zero), become the
+	// proxy's MESH_PROXY_SCHEDULER_POLL and MESH_PROXY_MAX_IN_FLIGHT_REQUESTS; unset, the
+	// proxy container gets neither and the proxy's defaults apply (true, 1000).
+	SchedulerPoll       *bool
+	MaxInFlightRequests int
 	// ProxyResources and ProxyInitResources are the containers' requests and limits.
 	ProxyResources     corev1.ResourceRequirements
 	ProxyInitResources corev1.ResourceRequirements
@@ -144,6 +149,9 @@ func (c *Config) Validate() error {
 	if err := ValidateLogFormat(c.LogFormat); err != nil {
 		return err
 	}
+	if n := c.MaxInFlightRequests; n != 0 && (n < MinMaxInFlightRequests || n > MaxMaxInFlightRequests) {
+		return fmt.Errorf("proxy max in-flight requests %d: use a whole number from %d to %d", n, MinMaxInFlightRequests, MaxMaxInFlightRequests)
+	}
 	if c.Tracing != nil {
 		if err := c.Tracing.Validate(); err != nil {
 			return err
@@ -237,6 +245,12 @@ func (c *Config) ApplyOverrides(kv map[string]string) error {
 		case KeyProxyInitImage:
 			err = ValidateImage(value)
 			next.ProxyInitImage = value
+		case KeyProxySchedulerPoll:
+			var poll bool
+			poll, err = ParseSchedulerPoll(value)
+			next.SchedulerPoll = &poll
+		case KeyProxyMaxInFlightRequests:
+			next.MaxInFlightRequests, err = ParseMaxInFlightRequests(value)
 		}
 		if err != nil {
 			return &KeyError{Key: key, Value: value, Problem: err.Error()}
@@ -306,6 +320,27 @@ func ValidateLogFormat(format string) error {
 		return fmt.Errorf("is not a log format; use one of %s", strings.Join(LogFormats, ", "))
 	}
 	return nil
+}
+
+// ParseSchedulerPoll accepts one of SchedulerPollValues.
+func ParseSchedulerPoll(value string) (bool, error) {
+	if !slices.Contains(SchedulerPollValues, value) {
+		return false, fmt.Errorf("is neither true nor false; use one of %s", strings.Join(SchedulerPollValues, ", "))
+	}
+	return value == "true", nil
+}
+
+// ParseMaxInFlightRequests accepts a whole number (decimal digits only) from
+// MinMaxInFlightRequests to MaxMaxInFlightRequests.
+func ParseMaxInFlightRequests(value string) (int, error) {
+	if value == "" || strings.TrimLeft(value, "0123456789") != "" {
+		return 0, fmt.Errorf("is not a whole number; use one from %d to %d", MinMaxInFlightRequests, MaxMaxInFlightRequests)
+	}
+	n, err := strconv.ParseUint(value, 10, 32)
+	if err != nil || n < MinMaxInFlightRequests || n > MaxMaxInFlightRequests {
+		return 0, fmt.Errorf("is out of range; use a whole number from %d to %d", MinMaxInFlightRequests, MaxMaxInFlightRequests)
+	}
+	return int(n), nil
 }
 
 const exampleImage = "registry.example.com/lightmesh/mesh-proxy:1.2.3"

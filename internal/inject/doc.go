@@ -36,6 +36,9 @@
 //	MESH_PROXY_INBOUND_ADDR         0.0.0.0:4143
 //	MESH_PROXY_OUTBOUND_ADDR        127.0.0.1:4140
 //	MESH_PROXY_ADMIN_ADDR           0.0.0.0:4191
+//	MESH_PROXY_SCHEDULER_POLL       true|false, only with proxy-scheduler-poll (else the proxy's true)
+//	MESH_PROXY_MAX_IN_FLIGHT_REQUESTS  1-1000000, only with proxy-max-in-flight-requests
+//	                                (else the proxy's 1000)
 //	MESH_PROXY_OPAQUE_PORTS comma-separated ports and ranges; absent when none
 //	MESH_PROXY_INGRESS_MODE         "true", only for lightmesh.io/inject: ingress
 //	MESH_PROXY_DESTINATION_ADDR     destination.<cp-ns>.svc.<cluster-domain>:8086

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -319,6 +320,11 @@ spec:
 		{"request above limit", deployment(`        config.lightmesh.io/proxy-memory-request: 1Gi`), nil},
 		{"bad log level", deployment(`        config.lightmesh.io/proxy-log-level: verbose`), nil},
 		{"bad image", deployment(`        config.lightmesh.io/proxy-image: "not an image"`), nil},
+		{"bad scheduler poll", deployment(`        config.lightmesh.io/proxy-scheduler-poll: "on"`), nil},
+		{"max in-flight requests not a number", deployment(`        config.lightmesh.io/proxy-max-in-flight-requests: "1k"`), nil},
+		{"max in-flight requests out of range", deployment(`        config.lightmesh.io/proxy-max-in-flight-requests: "0"`), nil},
+		{"bad scheduler poll override", deployment(`        a: b`), map[string]string{KeyProxySchedulerPoll: "no"}},
+		{"bad max in-flight requests override", deployment(`        a: b`), map[string]string{KeyProxyMaxInFlightRequests: "2000000"}},
 		{"unknown key", deployment(`        config.lightmesh.io/proxy-cpu: 100m`), nil},
 		{"bad inject value", deployment(`        lightmesh.io/inject: "yes"`), nil},
 		{"non-string annotation", deployment(`        config.lightmesh.io/opaque-ports: 3306`), nil},
@@ -453,4 +459,129 @@ func envOf(c corev1.Container) map[string]corev1.EnvVar {
 		env[e.Name] = e
 	}
 	return env
+}
+
+// proxyEnv injects input and returns the mesh-proxy container's environment.
+func proxyEnv(t *testing.T, input string, overrides map[string]string) map[string]corev1.EnvVar {
+	t.Helper()
+	r := run(t, Options{Mode: ModeInject, Config: testConfig(t), Overrides: overrides}, Source{Name: "pod.yaml", Data: []byte(input)})
+	var pod corev1.Pod
+	if err := yaml.UnmarshalStrict(r.Output, &pod); err != nil {
+		t.Fatalf("the injected pod does not decode: %v\n%s", err, r.Output)
+	}
+	for _, c := range pod.Spec.InitContainers {
+		if c.Name == ProxyContainerName {
+			return envOf(c)
+		}
+	}
+	t.Fatalf("no %s container:\n%s", ProxyContainerName, r.Output)
+	return nil
+}
+
+// podWith is a pod with the config.lightmesh.io/<key> annotations in kv.
+func podWith(kv map[string]string) string {
+	var b strings.Builder
+	b.WriteString("apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations: {")
+	for _, key := range slices.Sorted(maps.Keys(kv)) {
+		fmt.Fprintf(&b, "%s%s: %s, ", ConfigAnnotationPrefix, key, quoteYAML(kv[key]))
+	}
+	b.WriteString("}\nspec: {containers: [{name: a, image: b}]}\n")
+	return b.String()
+}
+
+// proxy-scheduler-poll and proxy-max-in-flight-requests set the proxy's environment variable,
+// as annotations and as overrides (which win); without them the proxy gets neither, so its
+// own defaults apply.
+func TestProxyTuningOverrides(t *testing.T) {
+	cases := []struct {
+		key, value string
+		env, want  string
+	}{
+		{KeyProxySchedulerPoll, "false", EnvSchedulerPoll, "false"},
+		{KeyProxySchedulerPoll, "true", EnvSchedulerPoll, "true"},
+		{KeyProxySchedulerPoll, " false ", EnvSchedulerPoll, "false"},
+		{KeyProxyMaxInFlightRequests, "1", EnvMaxInFlightRequests, "1"},
+		{KeyProxyMaxInFlightRequests, "250", EnvMaxInFlightRequests, "250"},
+		{KeyProxyMaxInFlightRequests, "1000000", EnvMaxInFlightRequests, "1000000"},
+		{KeyProxyMaxInFlightRequests, "0042", EnvMaxInFlightRequests, "42"},
+	}
+	for _, c := range cases {
+		t.Run(c.key+"="+c.value, func(t *testing.T) {
+			if got := proxyEnv(t, podWith(map[string]string{c.key: c.value}), nil)[c.env]; got.Value != c.want || got.ValueFrom != nil {
+				t.Errorf("annotation: %s = %+v, want %q", c.env, got, c.want)
+			}
+			// The override wins over an annotation of the same key.
+			other := map[string]string{KeyProxySchedulerPoll: "true", KeyProxyMaxInFlightRequests: "7"}[c.key]
+			if got := proxyEnv(t, podWith(map[string]string{c.key: other}), map[string]string{c.key: c.value})[c.env]; got.Value != c.want {
+				t.Errorf("override over annotation %q: %s = %+v, want %q", other, c.env, got, c.want)
+			}
+		})
+	}
+	env := proxyEnv(t, podWith(nil), nil)
+	for _, name := range []string{EnvSchedulerPoll, EnvMaxInFlightRequests} {
+		if e, ok := env[name]; ok {
+			t.Errorf("%s = %+v without its override; want it absent (the proxy's default)", name, e)
+		}
+	}
+	// Config.Validate checks a MaxInFlightRequests set in code.
+	cfg := testConfig(t)
+	for n, ok := range map[int]bool{0: true, 1: true, 1_000_000: true, -1: false, 1_000_001: false} {
+		cfg.MaxInFlightRequests = n
+		if err := cfg.Validate(); (err == nil) != ok {
+			t.Errorf("Validate with MaxInFlightRequests %d: %v", n, err)
+		}
+	}
+}
+
+// A bad proxy-scheduler-poll or proxy-max-in-flight-requests is an error naming the
+// annotation (or the flag) and the values accepted; nothing is output, and the other
+// overrides given with it are not applied either.
+func TestProxyTuningOverridesRejected(t *testing.T) {
+	cases := []struct{ key, value, want string }{
+		{KeyProxySchedulerPoll, "yes", "use one of true, false"},
+		{KeyProxySchedulerPoll, "1", "use one of true, false"},
+		{KeyProxySchedulerPoll, "True", "use one of true, false"},
+		{KeyProxySchedulerPoll, "", "use one of true, false"},
+		{KeyProxySchedulerPoll, "false --privileged", "use one of true, false"},
+		{KeyProxyMaxInFlightRequests, "many", "not a whole number; use one from 1 to 1000000"},
+		{KeyProxyMaxInFlightRequests, "1.5", "not a whole number"},
+		{KeyProxyMaxInFlightRequests, "1e3", "not a whole number"},
+		{KeyProxyMaxInFlightRequests, "+5", "not a whole number"},
+		{KeyProxyMaxInFlightRequests, "-1", "not a whole number"},
+		{KeyProxyMaxInFlightRequests, "0x10", "not a whole number"},
+		{KeyProxyMaxInFlightRequests, "", "not a whole number"},
+		{KeyProxyMaxInFlightRequests, "0", "out of range; use a whole number from 1 to 1000000"},
+		{KeyProxyMaxInFlightRequests, "1000001", "out of range"},
+		{KeyProxyMaxInFlightRequests, "99999999999999999999999", "out of range"},
+	}
+	for _, c := range cases {
+		t.Run(c.key+"="+c.value, func(t *testing.T) {
+			// With a valid value of the other key beside it, which must not be applied alone.
+			kv := map[string]string{KeyProxySchedulerPoll: "false", KeyProxyMaxInFlightRequests: "10", KeyProxyLogLevel: "debug"}
+			kv[c.key] = c.value
+			result, err := Run([]Source{{Name: "bad.yaml", Data: []byte(podWith(kv))}}, Options{Mode: ModeInject, Config: testConfig(t)})
+			if err == nil || result != nil {
+				t.Fatalf("annotation accepted (error %v), result %v", err, result)
+			}
+			for _, want := range []string{"bad.yaml", "annotation " + ConfigAnnotationPrefix + c.key, fmt.Sprintf("%q", c.value), c.want} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not contain %q", err, want)
+				}
+			}
+			result, err = Run([]Source{{Name: "good.yaml", Data: []byte(podWith(nil))}}, Options{Mode: ModeInject, Config: testConfig(t), Overrides: kv})
+			if err == nil || result != nil || !strings.HasPrefix(err.Error(), "--"+c.key+": ") || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("override: error %v, result %v; want one starting --%s: and containing %q", err, result, c.key, c.want)
+			}
+			if err := ValidateOverride(c.key, c.value); err == nil {
+				t.Error("ValidateOverride accepted it")
+			}
+			cfg := testConfig(t)
+			if err := cfg.ApplyOverrides(kv); err == nil {
+				t.Fatal("ApplyOverrides accepted it")
+			}
+			if cfg.SchedulerPoll != nil || cfg.MaxInFlightRequests != 0 || cfg.LogLevel != "info" {
+				t.Errorf("ApplyOverrides half-applied: scheduler poll %v, max in flight %d, log level %q", cfg.SchedulerPoll, cfg.MaxInFlightRequests, cfg.LogLevel)
+			}
+		})
+	}
 }

@@ -79,6 +79,8 @@ const (
 	EnvTracingSamplerParam  = "MESH_PROXY_TRACING_SAMPLER_PARAM"
 	EnvTracingAgentAddr     = "MESH_PROXY_TRACING_AGENT_ADDR"
 	EnvTracingLogSpans      = "MESH_PROXY_TRACING_LOG_SPANS"
+	EnvSchedulerPoll        = "MESH_PROXY_SCHEDULER_POLL"
+	EnvMaxInFlightRequests  = "MESH_PROXY_MAX_IN_FLIGHT_REQUESTS"
 	defaultControlPlaneNS   = "lightmesh"
 	defaultClusterDomain    = "cluster.local"
 	defaultInjectedByPrefix = "mesh-cli "
@@ -86,18 +88,20 @@ const (
 
 // Override keys: config.lightmesh.io/<key> annotations and the CLI flags of the same names.
 const (
-	KeySkipInboundPorts   = "skip-inbound-ports"
-	KeySkipOutboundPorts  = "skip-outbound-ports"
-	KeySkipSubnets        = "skip-subnets"
-	KeyOpaquePorts        = "opaque-ports"
-	KeyProxyCPURequest    = "proxy-cpu-request"
-	KeyProxyCPULimit      = "proxy-cpu-limit"
-	KeyProxyMemoryRequest = "proxy-memory-request"
-	KeyProxyMemoryLimit   = "proxy-memory-limit"
-	KeyProxyLogLevel      = "proxy-log-level"
-	KeyProxyLogFormat     = "proxy-log-format"
-	KeyProxyImage         = "proxy-image"
-	KeyProxyInitImage     = "proxy-init-image"
+	KeySkipInboundPorts         = "skip-inbound-ports"
+	KeySkipOutboundPorts        = "skip-outbound-ports"
+	KeySkipSubnets              = "skip-subnets"
+	KeyOpaquePorts              = "opaque-ports"
+	KeyProxyCPURequest          = "proxy-cpu-request"
+	KeyProxyCPULimit            = "proxy-cpu-limit"
+	KeyProxyMemoryRequest       = "proxy-memory-request"
+	KeyProxyMemoryLimit         = "proxy-memory-limit"
+	KeyProxyLogLevel            = "proxy-log-level"
+	KeyProxyLogFormat           = "proxy-log-format"
+	KeyProxyImage               = "proxy-image"
+	KeyProxyInitImage           = "proxy-init-image"
+	KeyProxySchedulerPoll       = "proxy-scheduler-poll"
+	KeyProxyMaxInFlightRequests = "proxy-max-in-flight-requests"
 )
 
 // OverrideKeys lists every override key, in the order they are applied and documented.
@@ -105,10 +109,19 @@ var OverrideKeys = []string{
 	KeySkipInboundPorts, KeySkipOutboundPorts, KeySkipSubnets, KeyOpaquePorts,
 	KeyProxyCPURequest, KeyProxyCPULimit, KeyProxyMemoryRequest, KeyProxyMemoryLimit,
 	KeyProxyLogLevel, KeyProxyLogFormat, KeyProxyImage, KeyProxyInitImage,
+	KeyProxySchedulerPoll, KeyProxyMaxInFlightRequests,
 }
 
 // LogLevels are the proxy log levels accepted, LogFormats its log formats.
 var (
 	LogLevels  = []string{"debug", "info", "warn", "error"}
 	LogFormats = []string{"plain", "json"}
+	// SchedulerPollValues are the values of proxy-scheduler-poll.
+	SchedulerPollValues = []string{"true", "false"}
+)
+
+// The range of proxy-max-in-flight-requests, the proxy's own (proxy/config).
+const (
+	MinMaxInFlightRequests = 1
+	MaxMaxInFlightRequests = 1_000_000
 )

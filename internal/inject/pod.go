@@ -324,6 +324,12 @@ func ProxyContainer(cfg *Config, ingress bool) corev1.Container {
 		value(EnvOutboundAddr, fmt.Sprintf("127.0.0.1:%d", OutboundPort)),
 		value(EnvAdminAddr, fmt.Sprintf("0.0.0.0:%d", AdminPort)),
 	}
+	if cfg.SchedulerPoll != nil {
+		env = append(env, value(EnvSchedulerPoll, strconv.FormatBool(*cfg.SchedulerPoll)))
+	}
+	if cfg.MaxInFlightRequests > 0 {
+		env = append(env, value(EnvMaxInFlightRequests, strconv.Itoa(cfg.MaxInFlightRequests)))
+	}
 	if len(cfg.OpaquePorts) > 0 {
 		env = append(env, value(EnvInboundPortsOpaque, cfg.OpaquePorts.String()))
 	}

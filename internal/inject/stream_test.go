@@ -209,6 +209,7 @@ func TestValidateOverride(t *testing.T) {
 	good := map[string]string{
 		KeyProxyCPURequest: "0.1", KeyProxyCPULimit: "2", KeyProxyMemoryRequest: "64Mi", KeyProxyMemoryLimit: "1Gi",
 		KeyProxyLogLevel: "error", KeyProxyLogFormat: "json", KeyProxyImage: "localhost:5000/proxy@sha256:" + strings.Repeat("a", 64),
+		KeyProxySchedulerPoll: "false", KeyProxyMaxInFlightRequests: "1000000",
 	}
 	for key, value := range good {
 		if err := ValidateOverride(key, value); err != nil {
@@ -218,6 +219,7 @@ func TestValidateOverride(t *testing.T) {
 	bad := map[string]string{
 		KeyProxyCPURequest: "1 core", KeyProxyMemoryLimit: "0", KeyProxyLogLevel: "INFO", KeyProxyLogFormat: "text",
 		KeyProxyImage: "UPPER/case", "no-such-key": "x", KeyProxyInitImage: "",
+		KeyProxySchedulerPoll: "TRUE", KeyProxyMaxInFlightRequests: "1000001",
 	}
 	for key, value := range bad {
 		if err := ValidateOverride(key, value); err == nil {
