@@ -172,6 +172,7 @@ func TestProcReaders(t *testing.T) {
 func fakeResults() *results {
 	opts := defaultOptions()
 	opts.Rates, opts.Conns, opts.Reps, opts.GoalRate, opts.GoalConns = []float64{1000}, []int{16}, 2, 1000, 16
+	opts.Candidates = allCandidates
 	res := &results{
 		Options: opts,
 		Machine: machine{CPUs: 2, Kernel: "6.18.0", Go: "go1.26.8", Date: "2026-11-25 21:00 UTC", Load: "1.00 1.00 1.00"},
@@ -179,8 +180,8 @@ func fakeResults() *results {
 		Hold:    map[string][]float64{},
 		PeakRSS: map[string][]float64{},
 	}
-	base := map[string]float64{candDirect: 150, candLightmesh: 450, candHAProxy: 400, candNginx: 380}
-	cpu := map[string]float64{candLightmesh: 0.15, candHAProxy: 0.13, candNginx: 0.11}
+	base := map[string]float64{candDirect: 150, candLightmesh: 450, candHAProxy: 400, candHAProxyIPTables: 430, candNginx: 380}
+	cpu := map[string]float64{candLightmesh: 0.15, candHAProxy: 0.13, candHAProxyIPTables: 0.14, candNginx: 0.11}
 	for rep := range 2 {
 		for _, c := range allCandidates {
 			b := base[c] + float64(rep)*10
@@ -199,10 +200,10 @@ func fakeResults() *results {
 			res.Runs = append(res.Runs, m)
 		}
 	}
-	for c, k := range map[string]float64{candDirect: 20000, candLightmesh: 7000, candHAProxy: 8000, candNginx: 0} {
+	for c, k := range map[string]float64{candDirect: 20000, candLightmesh: 7000, candHAProxy: 8000, candHAProxyIPTables: 7500, candNginx: 0} {
 		res.Knees[c] = knee{Rate: k}
 	}
-	for _, c := range []string{candLightmesh, candHAProxy, candNginx} {
+	for _, c := range []string{candLightmesh, candHAProxy, candHAProxyIPTables, candNginx} {
 		res.Hold[c] = []float64{13.5, 15.25}
 		res.PeakRSS[c] = []float64{16, 21}
 	}
@@ -239,8 +240,8 @@ func TestReportFromRaw(t *testing.T) {
 
 func TestCandidateConfigs(t *testing.T) {
 	f := certFiles{Chain: "/d/c.crt", Key: "/d/c.key", CA: "/d/ca.crt", Combined: "/d/c.pem"}
-	a, b := haproxyConfig("A", 1, f), haproxyConfig("B", 1, f)
-	for _, want := range []string{"nbthread 1", "mode http", "bind 127.0.0.1:4140", "verify required", "alpn h2", "verifyhost " + serverDNSName, "ssl-min-ver TLSv1.3"} {
+	a, b := haproxyConfig("A", 1, "10.99.0.2:4143", f), haproxyConfig("B", 1, "10.99.0.2:4143", f)
+	for _, want := range []string{"nbthread 1", "mode http", "bind 127.0.0.1:4140", "server b 10.99.0.2:4143 ssl", "verify required", "alpn h2", "verifyhost " + serverDNSName, "ssl-min-ver TLSv1.3"} {
 		if !strings.Contains(a, want) {
 			t.Errorf("HAProxy A lacks %q:\n%s", want, a)
 		}

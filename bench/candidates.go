@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -18,10 +19,17 @@ const (
 	candDirect    = "direct"
 	candLightmesh = "lightmesh"
 	candHAProxy   = "haproxy"
-	candNginx     = "nginx"
+	// candHAProxyIPTables is HAProxy behind the iptables rules lightmesh runs behind:
+	// what transparent interception costs, apart from the proxy.
+	candHAProxyIPTables = "haproxy-iptables"
+	candNginx           = "nginx"
 )
 
-var allCandidates = []string{candDirect, candLightmesh, candHAProxy, candNginx}
+var allCandidates = []string{candDirect, candLightmesh, candHAProxy, candHAProxyIPTables, candNginx}
+
+// defaultCandidates are run unless -candidates says otherwise: haproxy-iptables is a control
+// (interception measured at no visible cost on 2026-11-26, BENCHMARKS.md), not a peer.
+var defaultCandidates = []string{candDirect, candLightmesh, candHAProxy, candNginx}
 
 // candidate is one path from the client namespace to the server: direct, or through two
 // proxies with mTLS between them.
@@ -70,7 +78,10 @@ func (e *env) setup(name string, cfg setupConfig) (*candidate, error) {
 		err = e.setupLightmesh(c, dir, cfg)
 	case candHAProxy:
 		c.target = "127.0.0.1:" + proxyPort
-		err = e.setupHAProxy(c, dir, cfg)
+		err = e.setupHAProxy(c, dir, cfg, false)
+	case candHAProxyIPTables:
+		c.target = serverIP + ":" + appPort // redirected to proxy A by iptables
+		err = e.setupHAProxy(c, dir, cfg, true)
 	case candNginx:
 		c.target = "127.0.0.1:" + proxyPort
 		err = e.setupNginx(c, dir, cfg)
@@ -109,8 +120,8 @@ func (e *env) setupLightmesh(c *candidate, dir string, cfg setupConfig) error {
 		if _, err := cfg.pki.writeMeshIdentity(idDir, s.id); err != nil {
 			return err
 		}
-		if out, err := runCmd("ip", "netns", "exec", s.ns, cfg.meshInit, "--iptables-mode", "nft"); err != nil {
-			return fmt.Errorf("mesh-proxy-init in %s: %w: %s", s.ns, err, out)
+		if err := intercept(s.ns, cfg.meshInit); err != nil {
+			return err
 		}
 		env := append([]string{
 			"MESH_PROXY_IDENTITY_DIR=" + idDir,
@@ -124,7 +135,7 @@ func (e *env) setupLightmesh(c *candidate, dir string, cfg setupConfig) error {
 			env = append(env, "MESH_PROXY_ADMIN_PPROF=true")
 		}
 		p, err := e.start("lightmesh proxy "+"AB"[i:i+1], startOpts{ns: s.ns, cpu: s.cpu, env: env},
-			"setpriv", "--reuid", "2102", "--regid", "2102", "--clear-groups", cfg.meshProxy)
+			append(asProxyUser, cfg.meshProxy)...)
 		if err != nil {
 			return err
 		}
@@ -138,10 +149,25 @@ func (e *env) setupLightmesh(c *candidate, dir string, cfg setupConfig) error {
 	return nil
 }
 
+// intercept runs mesh-proxy-init's rules in ns: connections out of it, but the proxy user's,
+// go to 127.0.0.1:4140, and connections into it to port 4143.
+func intercept(ns, meshInit string) error {
+	if out, err := runCmd("ip", "netns", "exec", ns, meshInit, "--iptables-mode", "nft"); err != nil {
+		return fmt.Errorf("mesh-proxy-init in %s: %w: %s", ns, err, out)
+	}
+	return nil
+}
+
+// asProxyUser runs the next program as the proxy's user (2102), whose connections
+// mesh-proxy-init's rules leave alone.
+var asProxyUser = []string{"setpriv", "--reuid", "2102", "--regid", "2102", "--clear-groups"}
+
 // haproxyConfig is one HAProxy instance in HTTP mode: A takes plaintext from the client and
-// speaks HTTP/2 over mTLS (TLS 1.3) to B, which checks the client certificate and forwards
-// HTTP/1.1 to the application, keeping connections alive on both sides.
-func haproxyConfig(side string, threads int, f certFiles) string {
+// speaks HTTP/2 over mTLS (TLS 1.3) to B at peer, which checks the client certificate and
+// forwards HTTP/1.1 to the application, keeping connections alive on both sides. Behind
+// mesh-proxy-init's rules, peer is the application's address (redirected to B's 4143 on
+// arrival), as a lightmesh proxy sends to it.
+func haproxyConfig(side string, threads int, peer string, f certFiles) string {
 	global := fmt.Sprintf(`global
     nbthread %d
     maxconn 4000
@@ -159,8 +185,8 @@ defaults
     bind 127.0.0.1:%s
     default_backend peer
 backend peer
-    server b %s:%s ssl verify required ca-file %s crt %s alpn h2 sni str(%s) verifyhost %s
-`, proxyPort, serverIP, peerPort, f.CA, f.Combined, serverDNSName, serverDNSName)
+    server b %s ssl verify required ca-file %s crt %s alpn h2 sni str(%s) verifyhost %s
+`, proxyPort, peer, f.CA, f.Combined, serverDNSName, serverDNSName)
 	}
 	return global + fmt.Sprintf(`frontend inbound
     bind %s:%s ssl crt %s ca-file %s verify required alpn h2,http/1.1
@@ -170,11 +196,23 @@ backend app
 `, serverIP, peerPort, f.Combined, f.CA, serverIP, appPort)
 }
 
-func (e *env) setupHAProxy(c *candidate, dir string, cfg setupConfig) error {
+// setupHAProxy runs HAProxy as A and B; intercepted, behind mesh-proxy-init's rules and as
+// the proxy's user, as lightmesh runs.
+func (e *env) setupHAProxy(c *candidate, dir string, cfg setupConfig, intercepted bool) error {
+	peer := serverIP + ":" + peerPort
+	var prefix []string
+	if intercepted {
+		for _, ns := range []string{c.client, c.server} {
+			if err := intercept(ns, cfg.meshInit); err != nil {
+				return err
+			}
+		}
+		peer, prefix = serverIP+":"+appPort, asProxyUser
+	}
 	return e.setupPair(c, dir, cfg, func(side string, f certFiles) (string, []string) {
 		conf := filepath.Join(dir, "haproxy-"+side+".cfg")
-		return conf, []string{"haproxy", "-db", "-f", conf}
-	}, func(side string, f certFiles) string { return haproxyConfig(side, cfg.threads, f) })
+		return conf, append(slices.Clone(prefix), "haproxy", "-db", "-f", conf)
+	}, func(side string, f certFiles) string { return haproxyConfig(side, cfg.threads, peer, f) })
 }
 
 // nginxConfig is one nginx instance (one process, no master): A proxies plaintext from the

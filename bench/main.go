@@ -104,7 +104,7 @@ type options struct {
 
 func defaultOptions() options {
 	return options{
-		Candidates:  allCandidates,
+		Candidates:  defaultCandidates,
 		Rates:       []float64{100, 1000, 5000},
 		Conns:       []int{1, 16, 64},
 		Reps:        3,

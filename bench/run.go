@@ -80,6 +80,8 @@ func requirements(opts options) error {
 			progs = append(progs, "setpriv", "iptables-nft-restore")
 		case candHAProxy:
 			progs = append(progs, "haproxy")
+		case candHAProxyIPTables:
+			progs = append(progs, "haproxy", "setpriv", "iptables-nft-restore")
 		case candNginx:
 			progs = append(progs, "nginx")
 		}
