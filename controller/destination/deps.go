@@ -26,6 +26,10 @@ const (
 	depExternal
 	// depPolicy is the translated policy model.
 	depPolicy
+	// depNamespaceServices is every Service of a namespace (any of them added, changed or
+	// deleted): a pod-IP authority reads the protocol its port declares from the Services
+	// that select the pod.
+	depNamespaceServices
 )
 
 // depKey is one thing a state depends on; an informer event fires the keys of its object
@@ -42,7 +46,7 @@ func keysOf(obj any, keys []depKey) []depKey {
 	}
 	switch o := obj.(type) {
 	case *corev1.Service:
-		keys = append(keys, depKey{depService, o.Namespace, o.Name})
+		keys = append(keys, depKey{depService, o.Namespace, o.Name}, depKey{kind: depNamespaceServices, namespace: o.Namespace})
 		ips := o.Spec.ClusterIPs
 		if len(ips) == 0 && o.Spec.ClusterIP != "" {
 			ips = []string{o.Spec.ClusterIP}

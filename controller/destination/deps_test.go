@@ -107,6 +107,38 @@ func TestIPAuthoritiesFollowTheirObjects(t *testing.T) {
 	}
 }
 
+// A pod-IP authority follows the Services of the pod's namespace: one created, changed or
+// deleted after the subscription changes the protocol the pod's port declares.
+func TestPodIPFollowsTheServicesSelectingIt(t *testing.T) {
+	p := pod("shop", "db-0", "db", "lightmesh")
+	p.Labels["app"] = "db"
+	p.Status.PodIP, p.Status.PodIPs = "10.1.0.9", []corev1.PodIP{{IP: "10.1.0.9"}}
+	e := newEnv(t, p)
+	s := e.subscribe("10.1.0.9:8080")
+	if got := s.nextAdd(); len(got) != 1 || got[0].GetAppProtocol() != "" {
+		t.Fatalf("no Service: %v", got)
+	}
+	declares := func(step, want string) {
+		t.Helper()
+		if got := s.nextAdd(); len(got) != 1 || got[0].GetAppProtocol() != want {
+			t.Fatalf("%s: got %v, want the endpoint declaring %q", step, got, want)
+		}
+	}
+	svc := service("shop", "db", corev1.ClusterIPNone, servicePort("http", 80, intstr.FromInt32(8080)))
+	svc.Spec.Selector = map[string]string{"app": "db"}
+	if _, err := e.client.CoreV1().Services("shop").Create(e.ctx, svc, createOpts); err != nil {
+		t.Fatal(err)
+	}
+	declares("a Service selecting the pod was created", "http")
+	svc.Spec.Ports[0].Name = "grpc"
+	e.update(svc)
+	declares("the Service port was renamed", "grpc")
+	if err := e.client.CoreV1().Services("shop").Delete(e.ctx, "db", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	declares("the Service was deleted", "")
+}
+
 // The last stream of an authority leaving closes its watch and forgets what it depended on.
 func TestLastStreamLeavingClosesTheWatch(t *testing.T) {
 	svc, p1, _, _ := webObjects()

@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -128,6 +129,15 @@ func (i *Informers) Shutdown() { i.factory.Shutdown() }
 func (i *Informers) service(namespace, name string) (*corev1.Service, bool) {
 	s, err := i.svcLister.Services(namespace).Get(name)
 	return s, err == nil
+}
+
+// namespaceServices returns the Services of namespace (from the cache's namespace index).
+func (i *Informers) namespaceServices(namespace string) []*corev1.Service {
+	list, err := i.svcLister.Services(namespace).List(labels.Everything())
+	if err != nil {
+		return nil
+	}
+	return list
 }
 
 func (i *Informers) serviceByIP(ip string) (*corev1.Service, bool) {

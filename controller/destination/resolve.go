@@ -11,6 +11,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	destinationv1 "github.com/lightmesh/lightmesh/controller/api/destination/v1"
 	meshid "github.com/lightmesh/lightmesh/internal/identity"
@@ -97,7 +99,8 @@ func (r *resolver) snapshot(a authority) (state, []depKey) {
 		svc, ok = r.kube.service(a.namespace, a.name)
 	}
 	if !ok && a.ip != "" {
-		return r.podSnapshot(a), append(deps, depKey{kind: depPodIP, name: a.ip})
+		st, podDeps := r.podSnapshot(a)
+		return st, append(append(deps, depKey{kind: depPodIP, name: a.ip}), podDeps...)
 	}
 	if !ok {
 		return state{}, deps
@@ -198,15 +201,17 @@ func (r *resolver) externalSnapshot(svc *corev1.Service, a authority, st state) 
 }
 
 // podSnapshot is the state of a pod-IP authority: the pod as the one endpoint, with its
-// identity and hints when this control plane meshes it (so direct pod traffic gets mTLS).
-func (r *resolver) podSnapshot(a authority) state {
+// identity and hints when this control plane meshes it (so direct pod traffic gets mTLS),
+// and the protocol declared by the Services that target its port; and the keys it depends
+// on besides the pod IP (the Services of the pod's namespace when it reads them).
+func (r *resolver) podSnapshot(a authority) (state, []depKey) {
 	pod, ok := r.kube.podByIP(a.ip)
 	if !ok {
-		return state{}
+		return state{}, nil
 	}
 	ip, err := netip.ParseAddr(a.ip)
 	if err != nil {
-		return state{}
+		return state{}, nil
 	}
 	addr := netip.AddrPortFrom(ip, uint16(a.port))
 	wa := &destinationv1.WeightedAddr{
@@ -215,13 +220,78 @@ func (r *resolver) podSnapshot(a authority) state {
 		MetricLabels: map[string]string{LabelNamespace: pod.Namespace},
 	}
 	r.podEndpoint(wa, pod, addr, nil)
-	if !intercepted(pod, a.port) {
+	var deps []depKey
+	if intercepted(pod, a.port) {
+		wa.AppProtocol = podDeclaredProtocol(r.kube.namespaceServices(pod.Namespace), pod, a.port)
+		deps = append(deps, depKey{kind: depNamespaceServices, namespace: pod.Namespace})
+	} else {
 		// The pod's proxy does not take this port (its own ports, skip-inbound-ports): the
-		// client reaches it in plain text, as without the mesh.
+		// client reaches it in plain text, as without the mesh, and detects its protocol
+		// itself: nothing is declared.
 		wa.TlsIdentity, wa.ProtocolHint = "", destinationv1.ProtocolHint_PROTOCOL_HINT_UNSPECIFIED
 	}
-	return state{exists: true, endpoints: map[netip.AddrPort]*destinationv1.WeightedAddr{addr: wa}}
+	return state{exists: true, endpoints: map[netip.AddrPort]*destinationv1.WeightedAddr{addr: wa}}, deps
 }
+
+// podDeclaredProtocol is the protocol declared (declaredProtocol) by the TCP ports of the
+// services that select pod and target its port: "" when none declares one, or when they
+// declare different ones (no pick between conflicting declarations).
+func podDeclaredProtocol(services []*corev1.Service, pod *corev1.Pod, port uint32) string {
+	declared := ""
+	for _, svc := range services {
+		if svc.Namespace != pod.Namespace || svc.Spec.Type == corev1.ServiceTypeExternalName || !selects(svc, pod) {
+			continue
+		}
+		for _, sp := range svc.Spec.Ports {
+			if !isTCP(sp.Protocol) || !targets(sp, pod, port) {
+				continue
+			}
+			switch p := declaredProtocol(sp); {
+			case p == "" || p == declared:
+			case declared == "":
+				declared = p
+			default:
+				return ""
+			}
+		}
+	}
+	return declared
+}
+
+// selects: the service has a selector (one without selects nothing: its endpoints are
+// managed by hand) and the pod's labels match it.
+func selects(svc *corev1.Service, pod *corev1.Pod) bool {
+	return len(svc.Spec.Selector) > 0 && labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(pod.Labels))
+}
+
+// targets reports whether the service port sp reaches pod's port: its numeric targetPort
+// (its own port when it has none), or the pod's container port named by its targetPort
+// (sidecar init containers included, as Kubernetes resolves it).
+func targets(sp corev1.ServicePort, pod *corev1.Pod, port uint32) bool {
+	switch {
+	case sp.TargetPort.Type == intstr.String && sp.TargetPort.StrVal != "":
+		for i, cs := range [][]corev1.Container{pod.Spec.Containers, pod.Spec.InitContainers} {
+			for _, c := range cs {
+				if i == 1 && (c.RestartPolicy == nil || *c.RestartPolicy != corev1.ContainerRestartPolicyAlways) {
+					continue // an init container that is no sidecar serves nothing
+				}
+				for _, cp := range c.Ports {
+					if cp.Name == sp.TargetPort.StrVal && isTCP(cp.Protocol) && uint32(cp.ContainerPort) == port {
+						return true
+					}
+				}
+			}
+		}
+		return false
+	case sp.TargetPort.Type == intstr.Int && sp.TargetPort.IntVal != 0:
+		return uint32(sp.TargetPort.IntVal) == port
+	default:
+		return uint32(sp.Port) == port
+	}
+}
+
+// isTCP: TCP, the default protocol of service and container ports.
+func isTCP(p corev1.Protocol) bool { return p == "" || p == corev1.ProtocolTCP }
 
 // intercepted reports whether the pod's proxy receives inbound connections to port: not its
 // own inbound, tap (control) and admin ports, which proxy-init leaves alone, nor the ports of

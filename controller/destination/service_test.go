@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	destinationv1 "github.com/lightmesh/lightmesh/controller/api/destination/v1"
@@ -165,6 +166,89 @@ func TestDeclaredProtocolFromPortNames(t *testing.T) {
 		if got := declaredProtocol(p); got != tc.want {
 			t.Errorf("port %q appProtocol %v: %q, want %q", tc.name, tc.appProtocol, got, tc.want)
 		}
+	}
+}
+
+// A pod-IP authority declares the protocol of the Service ports that target the pod's port
+// (Services of its namespace selecting it, ExternalName ones aside), none when they conflict.
+func TestDeclaredProtocolOfAPodIP(t *testing.T) {
+	selecting := func(name string, ports ...corev1.ServicePort) *corev1.Service {
+		s := service("shop", name, "None", ports...)
+		s.Spec.Selector = map[string]string{"app": "web"}
+		return s
+	}
+	noTarget := func(name string, port int32) corev1.ServicePort {
+		return corev1.ServicePort{Name: name, Port: port}
+	}
+	h2c := servicePort("rpc", 80, intstr.FromInt32(8080))
+	h2c.AppProtocol = new("kubernetes.io/h2c")
+	other := selecting("api", servicePort("http", 80, intstr.FromInt32(8080)))
+	other.Spec.Selector = map[string]string{"app": "api"}
+	unselective := selecting("all", servicePort("http", 80, intstr.FromInt32(8080)))
+	unselective.Spec.Selector = nil
+	elsewhere := selecting("web", servicePort("http", 80, intstr.FromInt32(8080)))
+	elsewhere.Namespace = "other"
+	external := selecting("ext", servicePort("grpc", 80, intstr.FromInt32(8080)))
+	external.Spec.Type, external.Spec.ExternalName = corev1.ServiceTypeExternalName, "web.example.com"
+	udp := servicePort("udp", 8080, intstr.FromInt32(8080))
+	udp.Protocol = corev1.ProtocolUDP
+	for _, tc := range []struct {
+		name     string
+		port     int
+		services []*corev1.Service
+		want     string
+	}{
+		{"numeric targetPort", 8080, []*corev1.Service{selecting("web", servicePort("http", 80, intstr.FromInt32(8080)))}, "http"},
+		{"numeric targetPort of another port", 8080, []*corev1.Service{selecting("web", servicePort("http", 80, intstr.FromInt32(8081)))}, ""},
+		{"named targetPort", 8080, []*corev1.Service{selecting("web", servicePort("grpc", 80, intstr.FromString("web")))}, "grpc"},
+		{"named targetPort of another port", 8080, []*corev1.Service{selecting("web", servicePort("grpc", 80, intstr.FromString("metrics")))}, ""},
+		{"named targetPort of a sidecar", 9100, []*corev1.Service{selecting("web", servicePort("http-metrics", 80, intstr.FromString("exporter")))}, "http"},
+		{"named targetPort of an init container", 7000, []*corev1.Service{selecting("web", servicePort("http", 80, intstr.FromString("setup")))}, ""},
+		{"no targetPort", 8080, []*corev1.Service{selecting("web", noTarget("http2", 8080))}, "http2"},
+		{"no targetPort, another port", 8080, []*corev1.Service{selecting("web", noTarget("http2", 80))}, ""},
+		{"appProtocol", 8080, []*corev1.Service{selecting("web", h2c)}, "kubernetes.io/h2c"},
+		{"not selecting the pod", 8080, []*corev1.Service{other}, ""},
+		{"empty selector", 8080, []*corev1.Service{unselective}, ""},
+		{"another namespace", 8080, []*corev1.Service{elsewhere}, ""},
+		{"conflicting services", 8080, []*corev1.Service{
+			selecting("web", servicePort("http", 80, intstr.FromInt32(8080))),
+			selecting("web-grpc", servicePort("grpc", 81, intstr.FromString("web"))),
+		}, ""},
+		{"conflicting ports of a service", 8080, []*corev1.Service{
+			selecting("web", servicePort("http", 80, intstr.FromInt32(8080)), servicePort("tcp", 81, intstr.FromInt32(8080))),
+		}, ""},
+		{"two services agreeing", 8080, []*corev1.Service{
+			selecting("web", servicePort("http", 80, intstr.FromInt32(8080))),
+			selecting("web-2", servicePort("http-alt", 81, intstr.FromString("web"))),
+		}, "http"},
+		{"one declaring, one not", 8080, []*corev1.Service{
+			selecting("web", servicePort("web", 80, intstr.FromInt32(8080))),
+			selecting("web-http", servicePort("http", 81, intstr.FromInt32(8080))),
+		}, "http"},
+		{"ExternalName ignored", 8080, []*corev1.Service{external, selecting("web", servicePort("http", 80, intstr.FromInt32(8080)))}, "http"},
+		{"UDP port ignored", 8080, []*corev1.Service{selecting("web", udp, servicePort("http", 80, intstr.FromInt32(8080)))}, "http"},
+		{"skipped inbound port", 9000, []*corev1.Service{selecting("web", servicePort("http", 80, intstr.FromInt32(9000)))}, ""},
+		{"proxy admin port", 4191, []*corev1.Service{selecting("web", servicePort("http", 80, intstr.FromInt32(4191)))}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := pod("shop", "web-0", "web", "lightmesh")
+			p.Labels["app"] = "web"
+			p.Annotations = map[string]string{"config.lightmesh.io/skip-inbound-ports": "9000"}
+			p.Status.PodIP, p.Status.PodIPs = "10.1.0.9", []corev1.PodIP{{IP: "10.1.0.9"}}
+			p.Spec.Containers[0].Ports = []corev1.ContainerPort{{Name: "web", ContainerPort: 8080}, {Name: "metrics", ContainerPort: 8081}}
+			p.Spec.InitContainers = append(p.Spec.InitContainers, corev1.Container{Name: "exporter",
+				RestartPolicy: new(corev1.ContainerRestartPolicyAlways), Ports: []corev1.ContainerPort{{Name: "exporter", ContainerPort: 9100}}},
+				corev1.Container{Name: "setup", Ports: []corev1.ContainerPort{{Name: "setup", ContainerPort: 7000}}})
+			objs := []runtime.Object{p}
+			for _, s := range tc.services {
+				objs = append(objs, s)
+			}
+			e := newEnv(t, objs...)
+			add := e.subscribe(fmt.Sprintf("10.1.0.9:%d", tc.port)).nextAdd()
+			if len(add) != 1 || add[0].GetAppProtocol() != tc.want {
+				t.Errorf("got %v, want one endpoint declaring %q", add, tc.want)
+			}
+		})
 	}
 }
 
