@@ -10,7 +10,7 @@
 // between meshed proxies, opaque for the pod's opaque ports; and the pod's labels (for
 // DestinationRule subsets). A pod IP that is no ClusterIP is that pod (with its identity when
 // meshed, so direct pod traffic gets mTLS; not on the ports its proxy leaves alone: 4143,
-// 4190, 4191 and skip-inbound-ports); on its intercepted ports it declares the protocol of the
+// 4190, 4191 and skip-inbound-ports, nor through a Service); on its intercepted ports it declares the protocol of the
 // Service ports of its namespace that select it and target that port (none when they
 // conflict). An ExternalName service's name is resolved with DNS (A and AAAA, the servers of
 // /etc/resolv.conf unless configured) while someone subscribes, again at the answer's TTL

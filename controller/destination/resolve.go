@@ -221,14 +221,11 @@ func (r *resolver) podSnapshot(a authority) (state, []depKey) {
 	}
 	r.podEndpoint(wa, pod, addr, nil)
 	var deps []depKey
+	// A port the pod's proxy does not take (podEndpoint) declares nothing: the client detects
+	// its protocol itself.
 	if intercepted(pod, a.port) {
 		wa.AppProtocol = podDeclaredProtocol(r.kube.namespaceServices(pod.Namespace), pod, a.port)
 		deps = append(deps, depKey{kind: depNamespaceServices, namespace: pod.Namespace})
-	} else {
-		// The pod's proxy does not take this port (its own ports, skip-inbound-ports): the
-		// client reaches it in plain text, as without the mesh, and detects its protocol
-		// itself: nothing is declared.
-		wa.TlsIdentity, wa.ProtocolHint = "", destinationv1.ProtocolHint_PROTOCOL_HINT_UNSPECIFIED
 	}
 	return state{exists: true, endpoints: map[netip.AddrPort]*destinationv1.WeightedAddr{addr: wa}}, deps
 }
@@ -388,6 +385,12 @@ func (r *resolver) podEndpoint(wa *destinationv1.WeightedAddr, pod *corev1.Pod, 
 	wa.ProtocolHint = destinationv1.ProtocolHint_PROTOCOL_HINT_HTTP2
 	if slices.Contains(opaqueSvc, addr.Port()) || slices.Contains(opaquePorts(pod.Annotations), addr.Port()) {
 		wa.ProtocolHint = destinationv1.ProtocolHint_PROTOCOL_HINT_OPAQUE
+	}
+	if !intercepted(pod, uint32(addr.Port())) {
+		// The pod's proxy does not take this port (its own ports, skip-inbound-ports): the
+		// client reaches it in plain text, as without the mesh, whether it came by a Service
+		// or by the pod's IP.
+		wa.TlsIdentity, wa.ProtocolHint = "", destinationv1.ProtocolHint_PROTOCOL_HINT_UNSPECIFIED
 	}
 }
 

@@ -341,3 +341,28 @@ func TestDiffReplacesChangedEndpoints(t *testing.T) {
 		t.Fatalf("no change must send nothing: %v", u)
 	}
 }
+
+// TestServicePortTheProxyDoesNotTake: a Service whose port targets a port the pod's proxy
+// leaves alone (skip-inbound-ports) gives endpoints without identity or protocol hint, as
+// the pod's IP does: proxy-init does not redirect that port, so mTLS would reach the
+// application itself.
+func TestServicePortTheProxyDoesNotTake(t *testing.T) {
+	svc := service("shop", "web", "10.96.0.5", servicePort("http", 80, intstr.FromInt32(8080)), servicePort("metrics", 9000, intstr.FromInt32(9000)))
+	p1 := pod("shop", "web-1", "web", "lightmesh")
+	p1.Annotations = map[string]string{"config.lightmesh.io/skip-inbound-ports": "9000"}
+	ports := map[string]int32{"http": 8080, "metrics": 9000}
+	e := newEnv(t, svc, p1, slice("shop", "web", "web-x", ports, ep{ip: "10.1.0.1", pod: "web-1"}))
+	for _, tc := range []struct {
+		path     string
+		identity string
+		hint     destinationv1.ProtocolHint
+	}{
+		{webFQDN, "spiffe://cluster.local/ns/shop/sa/web", destinationv1.ProtocolHint_PROTOCOL_HINT_HTTP2},
+		{"web.shop.svc.cluster.local:9000", "", destinationv1.ProtocolHint_PROTOCOL_HINT_UNSPECIFIED},
+	} {
+		got := e.subscribe(tc.path).nextAdd()
+		if len(got) != 1 || got[0].GetTlsIdentity() != tc.identity || got[0].GetProtocolHint() != tc.hint {
+			t.Errorf("%s: got %v, want identity %q and hint %v", tc.path, got, tc.identity, tc.hint)
+		}
+	}
+}
