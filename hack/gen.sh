@@ -12,6 +12,9 @@ cd "$REPO_ROOT"
 protos=$(git ls-files --cached --others --exclude-standard -- '*.proto')
 if [ -n "$protos" ]; then
   command -v protoc >/dev/null || ensure_packages protobuf-compiler
+  # The well-known types the protos import (google/protobuf/timestamp.proto) are in
+  # libprotobuf-dev, which protobuf-compiler only recommends.
+  [ -f /usr/include/google/protobuf/timestamp.proto ] || ensure_packages libprotobuf-dev
   gen_go="$TOOLS/protoc-gen-go-$PROTOC_GEN_GO_VERSION"
   gen_grpc="$TOOLS/protoc-gen-go-grpc-$PROTOC_GEN_GO_GRPC_VERSION"
   mkdir -p "$TOOLS/.install"
