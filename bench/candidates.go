@@ -135,7 +135,7 @@ func (e *env) setupLightmesh(c *candidate, dir string, cfg setupConfig) error {
 			env = append(env, "MESH_PROXY_ADMIN_PPROF=true")
 		}
 		p, err := e.start("lightmesh proxy "+"AB"[i:i+1], startOpts{ns: s.ns, cpu: s.cpu, env: env},
-			append(asProxyUser, cfg.meshProxy)...)
+			append(slices.Clone(asProxyUser), cfg.meshProxy)...)
 		if err != nil {
 			return err
 		}
