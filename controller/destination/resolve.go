@@ -114,18 +114,19 @@ func (r *resolver) snapshot(a authority) (state, []depKey) {
 		}
 		return st, deps
 	}
-	// The service port named by the authority; a headless service without ports serves
-	// the authority's port on its endpoints directly.
+	// The service's TCP port named by the authority (a UDP or SCTP port of the same number is
+	// another port); a headless service without ports serves the authority's port on its
+	// endpoints directly.
 	var svcPort *corev1.ServicePort
 	for i := range svc.Spec.Ports {
-		if uint32(svc.Spec.Ports[i].Port) == a.port {
+		if uint32(svc.Spec.Ports[i].Port) == a.port && isTCP(svc.Spec.Ports[i].Protocol) {
 			svcPort = &svc.Spec.Ports[i]
 			break
 		}
 	}
 	if svcPort == nil && len(svc.Spec.Ports) > 0 {
 		st.exists = false
-		st.note = fmt.Sprintf("service %s/%s has no port %d", svc.Namespace, svc.Name, a.port)
+		st.note = fmt.Sprintf("service %s/%s has no TCP port %d", svc.Namespace, svc.Name, a.port)
 		return st, deps
 	}
 	opaqueSvc := opaquePorts(svc.Annotations)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -114,6 +115,24 @@ func TestMultiPortNamedTargetsAndClusterIP(t *testing.T) {
 		if got := addrs(e.subscribe(path).nextAdd()); !slices.Equal(got, []string{want}) {
 			t.Errorf("%s: got %v, want %s", path, got, want)
 		}
+	}
+}
+
+// A TCP and a UDP port of one number are two ports (DNS): the proxy carries TCP, so the
+// authority names the TCP one, whichever is listed first; a port only UDP serves is none.
+func TestServicePortNumberSharedByTCPAndUDP(t *testing.T) {
+	udp := func(p corev1.ServicePort) corev1.ServicePort { p.Protocol = corev1.ProtocolUDP; return p }
+	svc := service("kube", "dns", "10.96.0.10",
+		udp(servicePort("dns", 53, intstr.FromInt32(5353))), servicePort("dns-tcp", 53, intstr.FromInt32(5354)),
+		udp(servicePort("stats", 9153, intstr.FromInt32(9153))))
+	e := newEnv(t, svc, pod("kube", "dns-1", "dns", "lightmesh"),
+		slice("kube", "dns", "dns-x", map[string]int32{"dns": 5353, "dns-tcp": 5354, "stats": 9153}, ep{ip: "10.1.0.1", pod: "dns-1"}))
+	if got := addrs(e.subscribe("dns.kube.svc.cluster.local:53").nextAdd()); !slices.Equal(got, []string{"10.1.0.1:5354"}) {
+		t.Errorf("port 53: got %v, want the TCP port's endpoint 10.1.0.1:5354", got)
+	}
+	ne := e.subscribe("10.96.0.10:9153").next().GetNoEndpoints()
+	if ne == nil || ne.GetExists() || !strings.Contains(ne.GetNote(), "no TCP port 9153") {
+		t.Errorf("a UDP-only port: got %v, want NoEndpoints{exists: false} saying it has no TCP port 9153", ne)
 	}
 }
 
