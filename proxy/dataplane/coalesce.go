@@ -13,14 +13,11 @@ import (
 // loopback or a veth runs the receiver's network stack too (BENCHMARKS.md: half of a proxy's
 // CPU under load was in write(2)).
 //
-// A small write is appended to a buffer, and the first of a burst wakes the connection's
-// flushing goroutine, which writes the buffer out. With one worker (GOMAXPROCS=1, a sidecar's
-// default) that goroutine runs once the goroutine that wrote has finished its work and waits,
-// so the HEADERS and DATA of a request, or a response and the window updates sent while it was
-// made, leave in one record. With more workers it still batches whatever accumulates while a
-// write is under way. The flushing goroutine lives as long as the connection (until Close):
-// one started per burst grew its stack anew for every TLS write, a few percent of a busy
-// proxy's CPU (BENCHMARKS.md).
+// A small write is appended to a buffer, and a goroutine started by the first of a burst
+// writes the buffer out. With one worker (GOMAXPROCS=1, a sidecar's default) that goroutine
+// runs once the goroutine that wrote has finished its work and waits, so the HEADERS and DATA
+// of a request, or a response and the window updates sent while it was made, leave in one
+// record. With more workers it still batches whatever accumulates while a write is under way.
 //
 // Order is kept: every write to the connection takes the pending bytes first. (Callers do
 // not call Write concurrently: net/http's HTTP/2 code serializes its frame writes.) A write of
@@ -42,17 +39,13 @@ type coalescingConn struct {
 	writing chan struct{}
 	// connDeadline is the write deadline last set on Conn (guarded by writing).
 	connDeadline time.Time
-	// kick wakes the flushing goroutine (flushLoop); closed ends it.
-	kick      chan struct{}
-	closed    chan struct{}
-	closeOnce sync.Once
 
 	mu            sync.Mutex
 	pending       []byte
 	spare         []byte    // the previous batch's buffer, reused
 	deadline      time.Time // write deadline set by the HTTP/2 code
 	batchDeadline time.Time // the latest non-zero deadline while pending filled
-	scheduled     bool      // the flushing goroutine will take pending
+	scheduled     bool      // a flush goroutine will take pending
 	held          bool      // pending is window updates waiting for the next write
 	holdTimer     *time.Timer
 	err           error // sticky: a failed write or Close
@@ -68,23 +61,8 @@ const (
 	windowUpdateHold = 2 * time.Millisecond
 )
 
-// newCoalescingConn wraps c and starts its flushing goroutine; Close ends it.
 func newCoalescingConn(c net.Conn) *coalescingConn {
-	cc := &coalescingConn{Conn: c, writing: make(chan struct{}, 1), kick: make(chan struct{}, 1), closed: make(chan struct{})}
-	go cc.flushLoop()
-	return cc
-}
-
-// flushLoop writes out the pending bytes each time a write schedules it, until Close.
-func (c *coalescingConn) flushLoop() {
-	for {
-		select {
-		case <-c.kick:
-			c.flush()
-		case <-c.closed:
-			return
-		}
-	}
+	return &coalescingConn{Conn: c, writing: make(chan struct{}, 1)}
 }
 
 func (c *coalescingConn) Write(p []byte) (int, error) {
@@ -119,7 +97,7 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 	default:
 		c.held = false
 		c.scheduled = true
-		c.kick <- struct{}{} // never blocks: scheduled allows one kick pending at a time
+		go c.flush()
 	}
 	c.mu.Unlock()
 	return len(p), nil
@@ -255,7 +233,6 @@ func (c *coalescingConn) SetDeadline(t time.Time) error {
 // Close writes what is still buffered (waiting at most coalesceCloseWait for a write under
 // way, and giving the bytes as long again) and closes the connection.
 func (c *coalescingConn) Close() error {
-	c.closeOnce.Do(func() { close(c.closed) })
 	c.mu.Lock()
 	if c.holdTimer != nil {
 		c.holdTimer.Stop()

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -87,46 +86,12 @@ func (c *recordingConn) waitWrites(t *testing.T, n int) []string {
 	return w
 }
 
-// newClosedAtCleanup wraps rc in a coalescingConn closed when the test ends (its flushing
-// goroutine ends then).
-func newClosedAtCleanup(t *testing.T, rc net.Conn) *coalescingConn {
-	c := newCoalescingConn(rc)
-	t.Cleanup(func() { _ = c.Close() })
-	return c
-}
-
-// TestCoalescingConnCloseEndsItsGoroutine: each connection's flushing goroutine lives until
-// the connection is closed, and no longer.
-func TestCoalescingConnCloseEndsItsGoroutine(t *testing.T) {
-	flushers := func() int {
-		buf := make([]byte, 1<<20)
-		return strings.Count(string(buf[:runtime.Stack(buf, true)]), "(*coalescingConn).flushLoop")
-	}
-	before := flushers()
-	var conns []*coalescingConn
-	for range 20 {
-		conns = append(conns, newCoalescingConn(newRecordingConn()))
-	}
-	if _, err := conns[0].Write([]byte("HEADERS")); err != nil {
-		t.Fatal(err)
-	}
-	if n := flushers(); n != before+20 {
-		t.Fatalf("%d flushing goroutines with 20 connections open, want %d", n, before+20)
-	}
-	for _, c := range conns {
-		if err := c.Close(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitFor(t, "the flushing goroutines to end", func() bool { return flushers() == before })
-}
-
 // TestCoalescingConnMergesABurst: the writes made while a write is pending leave in one, in
 // order (the test holds the write token the flushing goroutine needs, as a busy worker
 // would keep it from running).
 func TestCoalescingConnMergesABurst(t *testing.T) {
 	rc := newRecordingConn()
-	c := newClosedAtCleanup(t, rc)
+	c := newCoalescingConn(rc)
 	c.writing <- struct{}{}
 	for _, s := range []string{"HEADERS ", "DATA ", "WINDOW_UPDATE"} {
 		if n, err := c.Write([]byte(s)); n != len(s) || err != nil {
@@ -150,7 +115,7 @@ func TestCoalescingConnMergesABurst(t *testing.T) {
 // the bytes buffered before it, under its caller's deadline.
 func TestCoalescingConnLargeWriteKeepsOrder(t *testing.T) {
 	rc := newRecordingConn()
-	c := newClosedAtCleanup(t, rc)
+	c := newCoalescingConn(rc)
 	c.writing <- struct{}{}
 	_, _ = c.Write([]byte("small"))
 	large := strings.Repeat("x", coalesceDirectBytes)
@@ -187,7 +152,7 @@ func lens(w []string) []int {
 // after), and writes without one are written without.
 func TestCoalescingConnBatchDeadline(t *testing.T) {
 	rc := newRecordingConn()
-	c := newClosedAtCleanup(t, rc)
+	c := newCoalescingConn(rc)
 	deadline := time.Now().Add(30 * time.Second)
 	c.writing <- struct{}{}
 	_ = c.SetWriteDeadline(deadline)
@@ -210,7 +175,7 @@ func TestCoalescingConnWriteErrorCloses(t *testing.T) {
 	rc := newRecordingConn()
 	broken := errors.New("connection reset by peer")
 	rc.failWith = broken
-	c := newClosedAtCleanup(t, rc)
+	c := newCoalescingConn(rc)
 	_, _ = c.Write([]byte("lost"))
 	select {
 	case <-rc.closed:
@@ -274,7 +239,7 @@ func waitForToken(t *testing.T, c *coalescingConn) {
 // itself, so a peer that reads slowly holds the writer back instead of growing the buffer.
 func TestCoalescingConnBoundsTheBuffer(t *testing.T) {
 	rc := newRecordingConn()
-	c := newClosedAtCleanup(t, rc)
+	c := newCoalescingConn(rc)
 	c.writing <- struct{}{}
 	chunk := bytes.Repeat([]byte("y"), coalesceDirectBytes-1)
 	for len(c.pending)+len(chunk) <= coalesceMaxPending {
