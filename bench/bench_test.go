@@ -180,8 +180,8 @@ func fakeResults() *results {
 		Hold:    map[string][]float64{},
 		PeakRSS: map[string][]float64{},
 	}
-	base := map[string]float64{candDirect: 150, candLightmesh: 450, candHAProxy: 400, candHAProxyIPTables: 430, candNginx: 380}
-	cpu := map[string]float64{candLightmesh: 0.15, candHAProxy: 0.13, candHAProxyIPTables: 0.14, candNginx: 0.11}
+	base := map[string]float64{candDirect: 150, candLightmesh: 450, candHAProxy: 400, candHAProxyIPTables: 430, candHAProxyTCP: 250, candNginx: 380}
+	cpu := map[string]float64{candLightmesh: 0.15, candHAProxy: 0.13, candHAProxyIPTables: 0.14, candHAProxyTCP: 0.08, candNginx: 0.11}
 	for rep := range 2 {
 		for _, c := range allCandidates {
 			b := base[c] + float64(rep)*10
@@ -200,10 +200,10 @@ func fakeResults() *results {
 			res.Runs = append(res.Runs, m)
 		}
 	}
-	for c, k := range map[string]float64{candDirect: 20000, candLightmesh: 7000, candHAProxy: 8000, candHAProxyIPTables: 7500, candNginx: 0} {
+	for c, k := range map[string]float64{candDirect: 20000, candLightmesh: 7000, candHAProxy: 8000, candHAProxyIPTables: 7500, candHAProxyTCP: 12000, candNginx: 0} {
 		res.Knees[c] = knee{Rate: k}
 	}
-	for _, c := range []string{candLightmesh, candHAProxy, candHAProxyIPTables, candNginx} {
+	for _, c := range []string{candLightmesh, candHAProxy, candHAProxyIPTables, candHAProxyTCP, candNginx} {
 		res.Hold[c] = []float64{13.5, 15.25}
 		res.PeakRSS[c] = []float64{16, 21}
 	}

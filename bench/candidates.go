@@ -22,13 +22,17 @@ const (
 	// candHAProxyIPTables is HAProxy behind the iptables rules lightmesh runs behind:
 	// what transparent interception costs, apart from the proxy.
 	candHAProxyIPTables = "haproxy-iptables"
-	candNginx           = "nginx"
+	// candHAProxyTCP is HAProxy relaying the TCP connection as it is (mode tcp, no TLS, no
+	// HTTP) in both hops: the floor, what the simplest two-hop forwarder costs here.
+	candHAProxyTCP = "haproxy-tcp"
+	candNginx      = "nginx"
 )
 
-var allCandidates = []string{candDirect, candLightmesh, candHAProxy, candHAProxyIPTables, candNginx}
+var allCandidates = []string{candDirect, candLightmesh, candHAProxy, candHAProxyIPTables, candHAProxyTCP, candNginx}
 
-// defaultCandidates are run unless -candidates says otherwise: haproxy-iptables is a control
-// (interception measured at no visible cost on 2026-11-26, BENCHMARKS.md), not a peer.
+// defaultCandidates are run unless -candidates says otherwise: haproxy-iptables and
+// haproxy-tcp are controls (interception measured at no visible cost on 2026-11-26,
+// BENCHMARKS.md; the floor of any forwarder), not peers.
 var defaultCandidates = []string{candDirect, candLightmesh, candHAProxy, candNginx}
 
 // candidate is one path from the client namespace to the server: direct, or through two
@@ -82,6 +86,12 @@ func (e *env) setup(name string, cfg setupConfig) (*candidate, error) {
 	case candHAProxyIPTables:
 		c.target = serverIP + ":" + appPort // redirected to proxy A by iptables
 		err = e.setupHAProxy(c, dir, cfg, true)
+	case candHAProxyTCP:
+		c.target = "127.0.0.1:" + proxyPort
+		err = e.setupPair(c, dir, cfg, func(side string, f certFiles) (string, []string) {
+			conf := filepath.Join(dir, "haproxy-"+side+".cfg")
+			return conf, []string{"haproxy", "-db", "-f", conf}
+		}, func(side string, f certFiles) string { return haproxyTCPConfig(side, cfg.threads) })
 	case candNginx:
 		c.target = "127.0.0.1:" + proxyPort
 		err = e.setupNginx(c, dir, cfg)
@@ -194,6 +204,30 @@ backend peer
 backend app
     server app %s:%s
 `, serverIP, peerPort, f.Combined, f.CA, serverIP, appPort)
+}
+
+// haproxyTCPConfig is one HAProxy instance relaying TCP unchanged: A from the client to B,
+// B to the application; no TLS, no HTTP parsing.
+func haproxyTCPConfig(side string, threads int) string {
+	conf := fmt.Sprintf(`global
+    nbthread %d
+    maxconn 4000
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 90s
+    timeout server 90s
+`, threads)
+	if side == "A" {
+		return conf + fmt.Sprintf(`listen outbound
+    bind 127.0.0.1:%s
+    server b %s:%s
+`, proxyPort, serverIP, peerPort)
+	}
+	return conf + fmt.Sprintf(`listen inbound
+    bind %s:%s
+    server app %s:%s
+`, serverIP, peerPort, serverIP, appPort)
 }
 
 // setupHAProxy runs HAProxy as A and B; intercepted, behind mesh-proxy-init's rules and as

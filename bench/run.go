@@ -78,7 +78,7 @@ func requirements(opts options) error {
 		switch c {
 		case candLightmesh:
 			progs = append(progs, "setpriv", "iptables-nft-restore")
-		case candHAProxy:
+		case candHAProxy, candHAProxyTCP:
 			progs = append(progs, "haproxy")
 		case candHAProxyIPTables:
 			progs = append(progs, "haproxy", "setpriv", "iptables-nft-restore")
