@@ -47,6 +47,8 @@ func TestSmoke(t *testing.T) {
 		t.Log("!!! nginx is missing: the smoke test runs without the nginx candidate")
 		opts.Candidates = []string{candDirect, candLightmesh, candHAProxy}
 	}
+	// The controls too, so that they keep working though no default run names them.
+	opts.Candidates = append(opts.Candidates, candHAProxyIPTables, candHAProxyTCP)
 	opts.smoke()
 	opts.RawFile = filepath.Join(t.TempDir(), "raw.json")
 	self, err := os.Executable()
