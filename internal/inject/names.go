@@ -120,8 +120,8 @@ var (
 	SchedulerPollValues = []string{"true", "false"}
 )
 
-// The range of proxy-max-in-flight-requests, the proxy's own (proxy/config; TestMaxInFlightRangeIsTheProxys
-// keeps the two together).
+// The range of proxy-max-in-flight-requests, the proxy's own (proxy/config;
+// TestMaxInFlightRangeIsTheProxys keeps the two together).
 const (
 	MinMaxInFlightRequests = 1
 	MaxMaxInFlightRequests = 1_000_000
