@@ -146,6 +146,15 @@ type ProxyValues struct {
 	SkipInboundPorts  string    `json:"skipInboundPorts"`
 	SkipOutboundPorts string    `json:"skipOutboundPorts"`
 	SkipSubnets       string    `json:"skipSubnets"`
+	// SchedulerPoll is "" (the proxy's own default applies: no env is set) or one of
+	// inject.SchedulerPollValues, which becomes the proxy's MESH_PROXY_SCHEDULER_POLL. It is
+	// a string like the other proxy values, so that --set takes it verbatim and anything but
+	// true or false is refused by name (a YAML bool would also take yes, on and True).
+	SchedulerPoll string `json:"schedulerPoll"`
+	// MaxInFlightRequests is 0 (the proxy's own default applies: no env is set) or
+	// inject.MinMaxInFlightRequests..MaxMaxInFlightRequests, which becomes the proxy's
+	// MESH_PROXY_MAX_IN_FLIGHT_REQUESTS.
+	MaxInFlightRequests int `json:"maxInFlightRequests"`
 }
 
 // ProxyInitValues configure the mesh-init init container.
@@ -261,6 +270,10 @@ func (v *Values) Validate() error {
 	if v.Controller.Replicas < 1 {
 		return fmt.Errorf("controller.replicas %d: run at least 1", v.Controller.Replicas)
 	}
+	if n := v.Proxy.MaxInFlightRequests; n != 0 && (n < inject.MinMaxInFlightRequests || n > inject.MaxMaxInFlightRequests) {
+		return fmt.Errorf("proxy.maxInFlightRequests %d: use a whole number from %d to %d, or 0 for the proxy's default",
+			n, inject.MinMaxInFlightRequests, inject.MaxMaxInFlightRequests)
+	}
 	type check struct {
 		path, value string
 		check       func(string) error
@@ -276,6 +289,7 @@ func (v *Values) Validate() error {
 		{"proxy.skipInboundPorts", v.Proxy.SkipInboundPorts, ports},
 		{"proxy.skipOutboundPorts", v.Proxy.SkipOutboundPorts, ports},
 		{"proxy.skipSubnets", v.Proxy.SkipSubnets, subnets},
+		{"proxy.schedulerPoll", v.Proxy.SchedulerPoll, optional(schedulerPoll)},
 		{"proxyInit.image", v.ProxyInit.Image, optional(inject.ValidateImage)},
 		{"identity.trustDomain", v.Identity.TrustDomain, trustDomain},
 		{"prometheus.image", v.Prometheus.Image, inject.ValidateImage},
@@ -342,6 +356,11 @@ func subnets(s string) error {
 	return err
 }
 
+func schedulerPoll(s string) error {
+	_, err := inject.ParseSchedulerPoll(s)
+	return err
+}
+
 // httpURL accepts an http:// or https:// URL with a host.
 func httpURL(s string) error {
 	u, err := url.Parse(s)
@@ -393,6 +412,14 @@ func (v *Values) injectConfig() (inject.Config, error) {
 	if cfg.SkipSubnets, err = inject.ParseSubnets(v.Proxy.SkipSubnets); err != nil {
 		return cfg, fmt.Errorf("proxy.skipSubnets: %w", err)
 	}
+	if v.Proxy.SchedulerPoll != "" {
+		poll, err := inject.ParseSchedulerPoll(v.Proxy.SchedulerPoll)
+		if err != nil {
+			return cfg, fmt.Errorf("proxy.schedulerPoll: %q %w", v.Proxy.SchedulerPoll, err)
+		}
+		cfg.SchedulerPoll = &poll
+	}
+	cfg.MaxInFlightRequests = v.Proxy.MaxInFlightRequests
 	cfg.ControlPlaneNamespace = v.Namespace
 	cfg.ClusterDomain = v.ClusterDomain
 	cfg.TrustDomain = v.Identity.TrustDomain
@@ -629,8 +656,9 @@ func (v *Values) YAML() ([]byte, error) {
 }
 
 // StoredYAML returns the values as the lightmesh-config ConfigMap holds them: like YAML,
-// but without the values added after the first release (highAvailability, the add-ons, tracing)
-// while they have their defaults, so that controllers of earlier versions, which read the
+// but without the values added after the first release (highAvailability, the add-ons,
+// tracing, ingress, stats, proxy.schedulerPoll, proxy.maxInFlightRequests) while they have
+// their defaults, so that controllers of earlier versions, which read the
 // ConfigMap strictly, still read it during an upgrade. ParseValues fills them back in.
 func (v *Values) StoredYAML() ([]byte, error) {
 	tree, err := toTree(*v)
@@ -649,6 +677,14 @@ func (v *Values) StoredYAML() ([]byte, error) {
 	}
 	if v.Stats == defaults.Stats {
 		delete(tree, "stats")
+	}
+	if proxy, ok := tree["proxy"].(map[string]any); ok {
+		if v.Proxy.SchedulerPoll == defaults.Proxy.SchedulerPoll {
+			delete(proxy, "schedulerPoll")
+		}
+		if v.Proxy.MaxInFlightRequests == defaults.Proxy.MaxInFlightRequests {
+			delete(proxy, "maxInFlightRequests")
+		}
 	}
 	for key, pair := range map[string][2]AddonValues{
 		"prometheus": {v.Prometheus, defaults.Prometheus},

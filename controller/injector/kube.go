@@ -22,8 +22,8 @@ const DefaultConfigTTL = 10 * time.Second
 const kubeTimeout = 3 * time.Second
 
 // ConfigMapSource reads the installation's configuration from the lightmesh-config ConfigMap
-// of Namespace, as `mesh inject` does (install.ParseValues, then Values.InjectConfig), and
-// keeps it for TTL. When a later read fails it keeps serving the last good configuration.
+// of Namespace (install.ParseStoredValues, which keeps keys of a newer version, then
+// Values.InjectConfig, as `mesh inject` does), and keeps it for TTL. When a later read fails it keeps serving the last good configuration.
 type ConfigMapSource struct {
 	Client    corev1client.ConfigMapsGetter
 	Namespace string
