@@ -270,9 +270,10 @@ func (v *Values) Validate() error {
 	if v.Controller.Replicas < 1 {
 		return fmt.Errorf("controller.replicas %d: run at least 1", v.Controller.Replicas)
 	}
-	if n := v.Proxy.MaxInFlightRequests; n != 0 && (n < inject.MinMaxInFlightRequests || n > inject.MaxMaxInFlightRequests) {
-		return fmt.Errorf("proxy.maxInFlightRequests %d: use a whole number from %d to %d, or 0 for the proxy's default",
-			n, inject.MinMaxInFlightRequests, inject.MaxMaxInFlightRequests)
+	if n := v.Proxy.MaxInFlightRequests; n != 0 {
+		if err := inject.ValidateMaxInFlightRequests(n); err != nil {
+			return fmt.Errorf("proxy.maxInFlightRequests %d: %w, or 0 for the proxy's default", n, err)
+		}
 	}
 	type check struct {
 		path, value string

@@ -149,8 +149,10 @@ func (c *Config) Validate() error {
 	if err := ValidateLogFormat(c.LogFormat); err != nil {
 		return err
 	}
-	if n := c.MaxInFlightRequests; n != 0 && (n < MinMaxInFlightRequests || n > MaxMaxInFlightRequests) {
-		return fmt.Errorf("proxy max in-flight requests %d: use a whole number from %d to %d", n, MinMaxInFlightRequests, MaxMaxInFlightRequests)
+	if n := c.MaxInFlightRequests; n != 0 {
+		if err := ValidateMaxInFlightRequests(n); err != nil {
+			return fmt.Errorf("proxy max in-flight requests %d: %w", n, err)
+		}
 	}
 	if c.Tracing != nil {
 		if err := c.Tracing.Validate(); err != nil {
@@ -337,10 +339,18 @@ func ParseMaxInFlightRequests(value string) (int, error) {
 		return 0, fmt.Errorf("is not a whole number; use one from %d to %d", MinMaxInFlightRequests, MaxMaxInFlightRequests)
 	}
 	n, err := strconv.ParseUint(value, 10, 32)
-	if err != nil || n < MinMaxInFlightRequests || n > MaxMaxInFlightRequests {
+	if err != nil || ValidateMaxInFlightRequests(int(n)) != nil {
 		return 0, fmt.Errorf("is out of range; use a whole number from %d to %d", MinMaxInFlightRequests, MaxMaxInFlightRequests)
 	}
 	return int(n), nil
+}
+
+// ValidateMaxInFlightRequests accepts MinMaxInFlightRequests to MaxMaxInFlightRequests.
+func ValidateMaxInFlightRequests(n int) error {
+	if n < MinMaxInFlightRequests || n > MaxMaxInFlightRequests {
+		return fmt.Errorf("use a whole number from %d to %d", MinMaxInFlightRequests, MaxMaxInFlightRequests)
+	}
+	return nil
 }
 
 const exampleImage = "registry.example.com/lightmesh/mesh-proxy:1.2.3"
